@@ -1,0 +1,1 @@
+"""A production serving stack for large chat models on Ray Serve and vLLM."""

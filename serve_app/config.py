@@ -1,0 +1,245 @@
+"""The one configuration schema: every YAML file in `deploy/` is an instance of it.
+
+Unknown keys and wrong types fail at load with a message naming the key and
+the file. Each field documents its default and unit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+Device = Literal["cpu", "gpu"]
+Placement = Literal["strict_pack", "pack", "spread", "strict_spread"]
+Executor = Literal["auto", "uni", "mp", "ray"]
+EngineKind = Literal["vllm", "simulated"]
+
+
+class ConfigError(ValueError):
+    """A configuration file that does not fit the schema; the message names key and file."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Parallelism(Strict):
+    tensor: PositiveInt = 1
+    """Tensor-parallel workers per replica (default 1)."""
+    pipeline: PositiveInt = 1
+    """Pipeline-parallel stages per replica (default 1)."""
+    placement: Placement = "strict_pack"
+    """Placement-group strategy for the replica's bundles: strict_pack keeps them on one node."""
+    executor: Executor = "auto"
+    """vLLM distributed executor. auto: uni for one worker, ray on GPU, mp on CPU
+    (vLLM's CPU platform refuses the ray executor)."""
+    cpu_thread_binding: str | None = None
+    """CPU only: VLLM_CPU_OMP_THREADS_BIND, one core list per rank separated by '|' (e.g. "0|1")."""
+
+    @property
+    def world_size(self) -> int:
+        return self.tensor * self.pipeline
+
+
+class Limits(Strict):
+    max_output_tokens: PositiveInt = 4096
+    """Largest `max_tokens` a request may ask for; larger is refused with 400 (default 4096)."""
+    default_output_tokens: PositiveInt | None = None
+    """`max_tokens` used when a request sets none (default: max_output_tokens)."""
+
+    @model_validator(mode="after")
+    def _default_within_cap(self) -> Limits:
+        if self.default_output_tokens and self.default_output_tokens > self.max_output_tokens:
+            raise ValueError("default_output_tokens must not exceed max_output_tokens")
+        return self
+
+    @property
+    def output_tokens_when_unset(self) -> int:
+        return self.default_output_tokens or self.max_output_tokens
+
+
+class Autoscaling(Strict):
+    min_replicas: NonNegativeInt = 1
+    max_replicas: PositiveInt = 1
+    initial_replicas: NonNegativeInt | None = None
+    target_ongoing_requests: PositiveFloat = 48
+    """Ongoing requests per replica the autoscaler aims for (an engine batches many)."""
+    max_ongoing_requests: PositiveInt = 512
+    """Requests a replica accepts at once before Serve queues them in the caller."""
+    upscale_delay_s: NonNegativeFloat = 15.0
+    downscale_delay_s: NonNegativeFloat = 300.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        initial = self.initial_replicas
+        if initial is not None and not self.min_replicas <= initial <= self.max_replicas:
+            raise ValueError("initial_replicas must lie between min_replicas and max_replicas")
+        return self
+
+
+class SimulatedEngineConfig(Strict):
+    """An honest timing-and-capacity model of one GPU replica (engine: simulated)."""
+
+    prefill_tokens_per_s: PositiveFloat = 20000.0
+    """Prompt tokens a replica prefills per second."""
+    decode_step_base_s: PositiveFloat = 0.012
+    """Time of one decode step with a single running sequence, in seconds."""
+    decode_step_per_seq_s: NonNegativeFloat = 0.0001
+    """Extra decode-step time for each further running sequence, in seconds."""
+    max_batch: PositiveInt = 256
+    """Sequences decoded together at most; more wait in the engine's queue."""
+    kv_tokens: PositiveInt = 262144
+    """KV-cache capacity in tokens; a sequence needs prompt + max_tokens of it to start."""
+    startup_s: NonNegativeFloat = 0.0
+    """Simulated engine start-up time, in seconds."""
+    max_model_len: PositiveInt = 131072
+    """Context length (prompt + output) in tokens."""
+
+
+class ReplicaResources(Strict):
+    num_cpus: NonNegativeFloat = 1.0
+    """CPUs the replica actor itself reserves (its engine workers get one bundle each)."""
+    worker_cpus: NonNegativeFloat = 1.0
+    """CPUs reserved per tensor/pipeline worker bundle."""
+
+
+class ModelConfig(Strict):
+    name: str = Field(min_length=1)
+    """What clients send as `model`."""
+    source: str = Field(min_length=1)
+    """Hugging Face id or local path of the checkpoint (engine: vllm)."""
+    engine: EngineKind = "vllm"
+    device: Device = "gpu"
+    parallelism: Parallelism = Parallelism()
+    limits: Limits = Limits()
+    engine_args: dict[str, Any] = {}
+    """Passed to vLLM's AsyncEngineArgs unchanged (dtype, max_model_len, ...)."""
+    autoscaling: Autoscaling = Autoscaling()
+    resources: ReplicaResources = ReplicaResources()
+    simulated: SimulatedEngineConfig = SimulatedEngineConfig()
+    env: dict[str, str] = {}
+    """Environment variables set in the replica before its engine starts."""
+    health_check_period_s: PositiveFloat = 10.0
+    health_check_timeout_s: PositiveFloat = 30.0
+    graceful_shutdown_timeout_s: NonNegativeFloat = 60.0
+    """How long a stopping replica lets in-flight streams finish."""
+
+    @field_validator("engine_args")
+    @classmethod
+    def _no_owned_engine_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        owned = {"model", "tensor_parallel_size", "pipeline_parallel_size",
+                 "distributed_executor_backend", "served_model_name"}
+        clash = sorted(owned & value.keys())
+        if clash:
+            raise ValueError(f"{clash} are set from source/name/parallelism, not engine_args")
+        return value
+
+
+class ApiKey(Strict):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """Hex SHA-256 of the key; the key itself is never stored."""
+    tenant: str = "default"
+
+
+class AuthConfig(Strict):
+    keys: list[ApiKey] = []
+    keys_env: str | None = "SERVE_APP_API_KEYS"
+    """Environment variable with comma-separated plain keys (tenant "default"), hashed at start."""
+    required: bool = False
+    """Refuse to start when no key is configured (production configs set this)."""
+
+
+class AdmissionConfig(Strict):
+    max_in_flight: PositiveInt = 512
+    """Requests admitted at once across the cluster."""
+    max_queued: NonNegativeInt = 1024
+    """Requests waiting for admission; more are refused with 503 and Retry-After."""
+    queue_timeout_s: PositiveFloat = 30.0
+    """How long a request may wait for admission before it is refused."""
+    lease_ttl_s: PositiveFloat = 600.0
+    """Admitted capacity returns by itself after this long if nobody releases it."""
+    fallback_max_in_flight: PositiveInt = 64
+    """Per router: requests it admits on its own while the controller is unreachable."""
+    num_cpus: NonNegativeFloat = 0.1
+
+
+class RouterConfig(Strict):
+    replicas: PositiveInt = 1
+    num_cpus: NonNegativeFloat = 0.5
+    max_ongoing_requests: PositiveInt = 2048
+    max_body_bytes: PositiveInt = 4 * 1024 * 1024
+    """Larger request bodies are refused with 413."""
+    cors_allow_origins: list[str] = []
+    """CORS is off unless origins are listed."""
+
+
+class HttpConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
+class AppConfig(Strict):
+    models: list[ModelConfig] = Field(min_length=1)
+    http: HttpConfig = HttpConfig()
+    router: RouterConfig = RouterConfig()
+    admission: AdmissionConfig = AdmissionConfig()
+    auth: AuthConfig = AuthConfig()
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        names = [model.name for model in models]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique, repeated: {duplicates}")
+        return models
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((model for model in self.models if model.name == name), None)
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {key}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>") -> AppConfig:
+    """Validate already-loaded data; errors name every bad key and the source."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration in {source}: expected a mapping at the top level")
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> AppConfig:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read configuration {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"invalid YAML in {path}: {error}") from None
+    return parse_config(data, str(path))

@@ -1,0 +1,1 @@
+"""Engines behind one small interface: `vllm` (default, production) and `simulated`."""

@@ -1,0 +1,145 @@
+"""The production engine: vLLM's AsyncLLM with vLLM's own OpenAI serving layer.
+
+Chat templates, sampling parameters, stop strings, logprobs, response formats and
+error messages all come from vLLM's serving classes, so a request behaves exactly
+as under `vllm serve`. This is the one module coupled to vLLM internals; it is
+written against vllm 0.32.0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+from typing import Any
+
+from serve_app.config import ModelConfig
+from serve_app.engines.base import EngineDead, Reply
+from serve_app.engines.vllm_args import resolve_executor, serve_argv
+from serve_app.errors import context_code, error_body
+from serve_app.protocol import EngineRequest, EngineStats, ReplyHead
+
+logger = logging.getLogger(__name__)
+
+
+def parse_serve_args(model: ModelConfig) -> Any:
+    """Parse the model's arguments with `vllm serve`'s own parser and checks."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = make_arg_parser(FlexibleArgumentParser(prog="serve_app"))
+    args = parser.parse_args(serve_argv(model))
+    args.model = args.model_tag
+    validate_parsed_serve_args(args)
+    return args
+
+
+class VLLMEngine:
+    """One vLLM engine (and its tensor/pipeline workers) owned by one replica."""
+
+    def __init__(self, model: ModelConfig) -> None:
+        self._model = model
+        self._engine: Any = None
+        self._servings: dict[str, tuple[Any, type, str]] = {}
+
+    async def start(self) -> None:
+        from starlette.datastructures import State
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+        from vllm.usage.usage_lib import UsageContext
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = parse_serve_args(self._model)
+        engine_args = AsyncEngineArgs.from_cli_args(args)
+        vllm_config = engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
+        if resolve_executor(self._model) == "ray":
+            import ray.util
+
+            vllm_config.parallel_config.placement_group = ray.util.get_current_placement_group()
+        self._engine = AsyncLLM.from_vllm_config(
+            vllm_config=vllm_config,
+            usage_context=UsageContext.OPENAI_API_SERVER,
+            enable_log_requests=engine_args.enable_log_requests,
+            disable_log_stats=engine_args.disable_log_stats,
+        )
+        state = State()
+        await init_app_state(self._engine, state, args, await self._engine.get_supported_tasks())
+        self._servings = {
+            "chat": (state.openai_serving_chat, ChatCompletionRequest, "create_chat_completion"),
+            "completion": (state.openai_serving_completion, CompletionRequest, "create_completion"),
+        }
+
+    async def handle(self, request: EngineRequest) -> Reply:
+        from pydantic import BaseModel, ValidationError
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+
+        serving, request_type, method = self._servings[request.endpoint]
+        try:
+            parsed = request_type.model_validate({**request.body, "request_id": request.request_id})
+        except ValidationError as error:
+            return _error_reply(400, _first_error(error), _first_param(error))
+        try:
+            result = await getattr(serving, method)(parsed, None)
+        except Exception as error:  # vLLM raises for bad input; map as its server does
+            result = serving.create_error_response(error)
+        if isinstance(result, ErrorResponse):
+            return _error_reply(result.error.code, result.error.message, result.error.param)
+        if isinstance(result, BaseModel):
+            return Reply(ReplyHead(200, False), _once(result.model_dump_json().encode()))
+        return Reply(ReplyHead(200, True), _encoded(result))
+
+    async def check_health(self) -> None:
+        if self._engine is None:
+            raise EngineDead("engine not started")
+        try:
+            await self._engine.check_health()
+        except Exception as error:
+            raise EngineDead(f"vLLM engine is dead: {error}") from error
+
+    def stats(self) -> EngineStats:
+        if self._engine is None:
+            return EngineStats()
+        config = self._engine.vllm_config
+        blocks = config.cache_config.num_gpu_blocks or 0
+        return EngineStats(
+            running=self._engine.get_num_unfinished_requests(),
+            kv_capacity_tokens=blocks * config.cache_config.block_size,
+            max_num_seqs=config.scheduler_config.max_num_seqs,
+            max_model_len=config.model_config.max_model_len,
+        )
+
+    async def shutdown(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
+
+
+async def _once(payload: bytes) -> AsyncIterator[bytes]:
+    yield payload
+
+
+async def _encoded(frames: AsyncIterator[str]) -> AsyncIterator[bytes]:
+    try:
+        async for frame in frames:
+            yield frame.encode()
+    finally:
+        await frames.aclose()  # aborts the engine request when the client is gone
+
+
+def _error_reply(status: int, message: str, param: str | None) -> Reply:
+    body = error_body(message, HTTPStatus(status), param=param, code=context_code(message))
+    return Reply(ReplyHead(status, False), _once(json.dumps(body).encode()))
+
+
+def _first_error(error: Any) -> str:
+    item = error.errors()[0]
+    where = ".".join(str(part) for part in item["loc"])
+    return f"{where}: {item['msg']}" if where else item["msg"]
+
+
+def _first_param(error: Any) -> str | None:
+    loc = error.errors()[0]["loc"]
+    return str(loc[0]) if loc else None

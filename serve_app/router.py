@@ -1,0 +1,253 @@
+"""The Router: the ingress deployment (Starlette; imports no vLLM, no torch).
+
+Per request: auth -> body size -> JSON -> schema -> model -> output cap ->
+admission -> relay from the model's LLMServer -> release. Every failure is an
+OpenAI-shaped error with the status an OpenAI client expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from serve_app.admission import OUTCOME_STATUS, Decision, Ticket
+from serve_app.admission_gate import AdmissionGate
+from serve_app.auth import KeyRing
+from serve_app.config import AppConfig, ModelConfig
+from serve_app.errors import error_body
+from serve_app.protocol import EngineRequest
+from serve_app.relay import OpenedReply, ReplicaUnavailable, open_reply
+from serve_app.request_id import RequestIdMiddleware
+from serve_app.requests import REQUEST_TYPES
+
+logger = logging.getLogger("ray.serve")
+
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, *, param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body = error_body(self.message, self.status, param=self.param, code=self.code)
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+@dataclass
+class RouterState:
+    config: AppConfig
+    keyring: KeyRing
+    servers: dict[str, Any]
+    gate: AdmissionGate
+    started_at: int = field(default_factory=lambda: int(time.time()))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ApiError(400, f"the request body is not valid JSON: {error}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def validate(endpoint: str, body: dict[str, Any]) -> Any:
+    try:
+        return REQUEST_TYPES[endpoint].model_validate(body)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        param = str(first["loc"][0]) if first["loc"] else None
+        raise ApiError(400, f"{where}: {first['msg']}" if where else first["msg"], param=param) from None
+
+
+def resolve_max_tokens(endpoint: str, parsed: Any, model: ModelConfig) -> int:
+    requested = parsed.requested_output_tokens()
+    cap = model.limits.max_output_tokens
+    if requested is not None and requested > cap:
+        param = "max_completion_tokens" if getattr(parsed, "max_completion_tokens", None) else "max_tokens"
+        raise ApiError(400, f"{param} is {requested}, but this model returns at most {cap} tokens",
+                       param=param, code="max_tokens_exceeded")
+    if requested is not None:
+        return requested
+    if endpoint == "completion":
+        return min(COMPLETIONS_DEFAULT_MAX_TOKENS, cap)
+    return model.limits.output_tokens_when_unset
+
+
+def refusal(decision: Decision) -> ApiError:
+    headers = {"Retry-After": str(decision.retry_after_s)} if decision.retry_after_s else {}
+    return ApiError(OUTCOME_STATUS[decision.outcome], decision.message or "request refused",
+                    code=decision.outcome.value, headers=headers)
+
+
+class OpenAIEndpoint:
+    """POST /v1/chat/completions and /v1/completions."""
+
+    def __init__(self, state: RouterState, endpoint: str) -> None:
+        self._state, self._endpoint = state, endpoint
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            return await self._serve(request)
+        except ApiError as error:
+            return error.response()
+        except ClientDisconnect:
+            return Response(status_code=499)
+
+    async def _serve(self, request: Request) -> Response:
+        state = self._state
+        tenant = state.keyring.tenant_for(request.headers.get("authorization"))
+        if tenant is None:
+            raise ApiError(401, "invalid or missing API key; send 'Authorization: Bearer <key>'",
+                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        body = parse_json(await read_body(request, state.config.router.max_body_bytes))
+        parsed = validate(self._endpoint, body)
+        model = state.config.model(parsed.model)
+        if model is None:
+            raise ApiError(404, f"the model '{parsed.model}' does not exist", param="model",
+                           code="model_not_found")
+        body["max_tokens"] = resolve_max_tokens(self._endpoint, parsed, model)
+        body.pop("max_completion_tokens", None)
+        prompt_tokens = math.ceil(parsed.prompt_chars() / 4)
+        engine_request = EngineRequest(self._endpoint, body, uuid.uuid4().hex, prompt_tokens)
+        ticket = Ticket(model.name, tenant, prompt_tokens + body["max_tokens"], request.state.request_id)
+        decision = await state.gate.admit(ticket)
+        if not decision.admitted:
+            raise refusal(decision)
+        return await self._relay(model, engine_request, decision.lease_id)
+
+    async def _relay(self, model: ModelConfig, engine_request: EngineRequest, lease_id: str | None) -> Response:
+        release = lambda: self._state.gate.release(lease_id)  # noqa: E731
+        try:
+            opened = await open_reply(self._state.servers[model.name], engine_request)
+        except ReplicaUnavailable as error:
+            release()
+            raise ApiError(503, str(error), code="replica_unavailable", headers={"Retry-After": "1"}) from None
+        except BaseException:
+            release()
+            raise
+        if opened.head.stream:
+            return StreamingResponse(_stream(opened, release), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", **opened.head.headers})
+        try:
+            payload = opened.first + b"".join([chunk async for chunk in opened.rest])
+        except ReplicaUnavailable as error:
+            raise ApiError(503, str(error), code="replica_unavailable", headers={"Retry-After": "1"}) from None
+        finally:
+            release()
+        return Response(payload, status_code=opened.head.status, media_type="application/json")
+
+
+async def _stream(opened: OpenedReply, release: Callable[[], None]) -> AsyncIterator[bytes]:
+    try:
+        yield opened.first
+        async for chunk in opened.rest:
+            yield chunk
+    finally:
+        await opened.rest.aclose()
+        release()
+
+
+def models_endpoint(state: RouterState) -> Callable[[Request], Awaitable[Response]]:
+    async def list_models(request: Request) -> Response:
+        if state.keyring.tenant_for(request.headers.get("authorization")) is None:
+            return ApiError(401, "invalid or missing API key", code="invalid_api_key").response()
+        data = [{"id": model.name, "object": "model", "created": state.started_at, "owned_by": "serve_app",
+                 "max_output_tokens": model.limits.max_output_tokens} for model in state.config.models]
+        return JSONResponse({"object": "list", "data": data})
+
+    return list_models
+
+
+def ready_endpoint(state: RouterState) -> Callable[[Request], Awaitable[Response]]:
+    async def ready(request: Request) -> Response:
+        waiting = await asyncio.gather(*(_has_replica(handle) for handle in state.servers.values()))
+        missing = [name for name, ok in zip(state.servers, waiting) if not ok]
+        if missing:
+            return JSONResponse(error_body(f"models without a running replica: {missing}", 503), status_code=503)
+        return JSONResponse({"status": "ready", "models": list(state.servers)})
+
+    return ready
+
+
+async def _has_replica(handle: Any) -> bool:
+    try:
+        await asyncio.wait_for(handle.stats.remote(), timeout=2.0)
+        return True
+    except Exception:
+        return False
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    detail = getattr(exc, "detail", "") or "request failed"
+    return JSONResponse(error_body(str(detail), status), status_code=status, headers=getattr(exc, "headers", None))
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error in request %s", getattr(request.state, "request_id", "?"))
+    return JSONResponse(error_body("internal error; the request was not completed", 500), status_code=500)
+
+
+def build_router_app(state: RouterState) -> Any:
+    routes = [
+        Route("/v1/chat/completions", OpenAIEndpoint(state, "chat").handle, methods=["POST"]),
+        Route("/v1/completions", OpenAIEndpoint(state, "completion").handle, methods=["POST"]),
+        Route("/v1/models", models_endpoint(state), methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/ready", ready_endpoint(state), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: internal_error})
+    if state.config.router.cors_allow_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=state.config.router.cors_allow_origins,
+                           allow_methods=["GET", "POST"], allow_headers=["*"])
+    return RequestIdMiddleware(app)
+
+
+class Router:
+    """The ingress deployment; its ASGI app is built per replica from its state."""
+
+    def __init__(self, config: AppConfig, servers: dict[str, Any], admission: Any) -> None:
+        self._state = RouterState(config, KeyRing.from_config(config.auth), servers,
+                                  AdmissionGate(admission, config.admission))
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return build_router_app(self._state)
