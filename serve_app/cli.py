@@ -54,7 +54,7 @@ def serve_command(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level="WARNING")
+    ray.init(address=args.address, num_cpus=args.num_cpus, include_dashboard=False, logging_level="WARNING")
     try:
         serve.start(http_options={"host": http.host, "port": http.port})
         serve.run(build_application(config), name=APP_NAME, route_prefix="/", blocking=False)
@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--served-name", help="the model name clients send (default: the checkpoint's folder name)")
     run.add_argument("--host")
     run.add_argument("--port", type=int)
-    run.add_argument("--num-cpus", type=int, help="CPUs Ray may use (default: all)")
+    run.add_argument("--address", default="local",
+                     help="Ray cluster to join (default: start a new local instance)")
+    run.add_argument("--num-cpus", type=int, help="CPUs a new local Ray instance may use (default: all)")
     run.add_argument("--ready-timeout", type=float, default=600.0)
     hasher = commands.add_parser("hash-key", help="print the SHA-256 of an API key for auth.keys")
     hasher.add_argument("key")

@@ -227,7 +227,7 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(error_body("internal error; the request was not completed", 500), status_code=500)
 
 
-def build_router_app(state: RouterState) -> Any:
+def build_router_app(state: RouterState, *, behind_serve_proxy: bool = True) -> Any:
     routes = [
         Route("/v1/chat/completions", OpenAIEndpoint(state, "chat").handle, methods=["POST"]),
         Route("/v1/completions", OpenAIEndpoint(state, "completion").handle, methods=["POST"]),
@@ -239,7 +239,7 @@ def build_router_app(state: RouterState) -> Any:
     if state.config.router.cors_allow_origins:
         app.add_middleware(CORSMiddleware, allow_origins=state.config.router.cors_allow_origins,
                            allow_methods=["GET", "POST"], allow_headers=["*"])
-    return RequestIdMiddleware(app)
+    return RequestIdMiddleware(app, behind_serve_proxy=behind_serve_proxy)
 
 
 class Router:

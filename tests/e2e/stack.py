@@ -1,0 +1,80 @@
+"""Start the real stack in-process: a local Ray instance, Serve's HTTP proxy, the app."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from serve_app.auth import key_hash
+from serve_app.config import AppConfig, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "sk-test-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def local_config(**overrides: Any) -> AppConfig:
+    """deploy/local.yaml with an API key and any top-level overrides."""
+    data = load_config(ROOT / "deploy" / "local.yaml").model_dump()
+    data["auth"] = {"keys": [{"sha256": key_hash(API_KEY), "tenant": "default"}], "keys_env": None}
+    data["models"][0]["source"] = str(ROOT / "models" / "tiny-llama")
+    data.update(overrides)
+    return parse_config(data, "tests/e2e")
+
+
+@dataclass
+class Stack:
+    base_url: str
+    config: AppConfig
+
+    def server_handle(self, model: str = "tiny-llama") -> Any:
+        from ray import serve
+
+        from serve_app.server import deployment_name
+
+        return serve.get_deployment_handle(deployment_name(self.config.model(model)), app_name="llm")
+
+    def running_in_engine(self, model: str = "tiny-llama") -> int:
+        return self.server_handle(model).stats.remote().result().running
+
+
+@contextlib.contextmanager
+def running_stack(config: AppConfig, num_cpus: int = 2) -> Iterator[Stack]:
+    import ray
+    from ray import serve
+
+    from serve_app.app import APP_NAME, build_application
+
+    port = free_port()
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING")
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_application(config), name=APP_NAME, route_prefix="/")
+        stack = Stack(f"http://127.0.0.1:{port}", config)
+        wait_until_ready(stack.base_url)
+        yield stack
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def wait_until_ready(base_url: str, timeout_s: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(base_url + "/ready", timeout=5).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"{base_url} not ready after {timeout_s}s")
