@@ -126,8 +126,9 @@ class AdmissionController:
         entry = (ticket, waiter)
         self._waiters.append(entry)
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter), self._config.queue_timeout_s)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self._config.queue_timeout_s):
+                return await asyncio.shield(waiter)
+        except TimeoutError:
             if waiter.done():  # granted in the same instant the timeout fired
                 return waiter.result()
             self._waiters.remove(entry)

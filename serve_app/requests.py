@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 Stop = Union[Annotated[str, Field(max_length=1024)], Annotated[list[str], Field(max_length=16)], None]
@@ -25,9 +25,20 @@ class TextPart(_Body):
     text: str
 
 
+def _part_kind(part: Any) -> str:
+    kind = part.get("type") if isinstance(part, dict) else getattr(part, "type", None)
+    return "text" if kind == "text" else "other"
+
+
+ContentPart = Annotated[
+    Union[Annotated[TextPart, Tag("text")], Annotated[dict[str, Any], Tag("other")]],
+    Discriminator(_part_kind),
+]
+
+
 class Message(_Body):
     role: Role
-    content: Union[str, list[Union[TextPart, dict[str, Any]]], None] = None
+    content: Union[str, list[ContentPart], None] = None
     name: str | None = None
 
 
