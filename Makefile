@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 CONFIG ?= deploy/local.yaml
 MODEL  ?=
+PORT   ?=
 TINY   := models/tiny-llama
 PYTEST_ARGS ?=
 
@@ -18,7 +19,7 @@ endef
 .PHONY: serve test test-fast bench install dev model clean
 
 serve: $(VENV)/.cpu $(TINY)/config.json
-	$(PY) -m serve_app.cli serve --config $(CONFIG) $(if $(MODEL),--model $(MODEL))
+	$(PY) -m serve_app.cli serve --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(if $(PORT),--port $(PORT))
 
 test: $(VENV)/.dev $(TINY)/config.json tests/js/node_modules/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)

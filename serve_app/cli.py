@@ -54,7 +54,9 @@ def serve_command(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    ray.init(address=args.address, num_cpus=args.num_cpus, include_dashboard=False, logging_level="WARNING")
+    local = args.address == "local"
+    ray.init(address=args.address, num_cpus=args.num_cpus if local else None, include_dashboard=False,
+             logging_level="WARNING", _node_ip_address="127.0.0.1" if local else None)
     try:
         serve.start(http_options={"host": http.host, "port": http.port})
         serve.run(build_application(config), name=APP_NAME, route_prefix="/", blocking=False)

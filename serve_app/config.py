@@ -188,6 +188,9 @@ class RouterConfig(Strict):
     """Larger request bodies are refused with 413."""
     cors_allow_origins: list[str] = []
     """CORS is off unless origins are listed."""
+    token_channel: bool = True
+    """Streams come back over one TCP connection per replica and router, written once per
+    engine step, instead of one Ray message per token."""
 
 
 class HttpConfig(Strict):

@@ -13,6 +13,16 @@ Endpoint = Literal["chat", "completion"]
 
 
 @dataclass(frozen=True)
+class ReplyAddress:
+    """A router's token channel: where a replica sends a stream's chunks, and the token
+    that proves the replica was sent by that router."""
+
+    host: str
+    port: int
+    token: str
+
+
+@dataclass(frozen=True)
 class EngineRequest:
     endpoint: Endpoint
     body: dict[str, Any]
@@ -20,6 +30,8 @@ class EngineRequest:
     request_id: str
     prompt_tokens_hint: int = 0
     """The router's estimate of prompt tokens; engines may use their own count."""
+    reply_to: ReplyAddress | None = None
+    """Set when the router wants streamed chunks over its token channel."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,8 @@ class ReplyHead:
     status: int
     stream: bool
     headers: dict[str, str] = field(default_factory=dict)
+    via_channel: bool = False
+    """The body follows over the router's token channel, not this handle stream."""
 
 
 @dataclass(frozen=True)

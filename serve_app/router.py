@@ -28,6 +28,7 @@ from starlette.routing import Route
 from serve_app.admission import OUTCOME_STATUS, Decision, Ticket
 from serve_app.admission_gate import AdmissionGate
 from serve_app.auth import KeyRing
+from serve_app.channel.inbox import InboxServer
 from serve_app.config import AppConfig, ModelConfig
 from serve_app.errors import error_body
 from serve_app.protocol import EngineRequest
@@ -58,6 +59,7 @@ class RouterState:
     keyring: KeyRing
     servers: dict[str, Any]
     gate: AdmissionGate
+    inboxes: InboxServer | None = None
     started_at: int = field(default_factory=lambda: int(time.time()))
 
 
@@ -143,7 +145,8 @@ class OpenAIEndpoint:
         body["max_tokens"] = resolve_max_tokens(self._endpoint, parsed, model)
         body.pop("max_completion_tokens", None)
         prompt_tokens = math.ceil(parsed.prompt_chars() / 4)
-        engine_request = EngineRequest(self._endpoint, body, uuid.uuid4().hex, prompt_tokens)
+        reply_to = state.inboxes.address if state.inboxes and parsed.stream else None
+        engine_request = EngineRequest(self._endpoint, body, uuid.uuid4().hex, prompt_tokens, reply_to)
         ticket = Ticket(model.name, tenant, prompt_tokens + body["max_tokens"], request.state.request_id)
         decision = await state.gate.admit(ticket)
         if not decision.admitted:
@@ -153,7 +156,7 @@ class OpenAIEndpoint:
     async def _relay(self, model: ModelConfig, engine_request: EngineRequest, lease_id: str | None) -> Response:
         release = lambda: self._state.gate.release(lease_id)  # noqa: E731
         try:
-            opened = await open_reply(self._state.servers[model.name], engine_request)
+            opened = await open_reply(self._state.servers[model.name], engine_request, self._state.inboxes)
         except ReplicaUnavailable as error:
             release()
             raise ApiError(503, str(error), code="replica_unavailable", headers={"Retry-After": "1"}) from None
@@ -245,9 +248,14 @@ def build_router_app(state: RouterState, *, behind_serve_proxy: bool = True) -> 
 class Router:
     """The ingress deployment; its ASGI app is built per replica from its state."""
 
-    def __init__(self, config: AppConfig, servers: dict[str, Any], admission: Any) -> None:
+    async def __init__(self, config: AppConfig, servers: dict[str, Any], admission: Any) -> None:
         self._state = RouterState(config, KeyRing.from_config(config.auth), servers,
                                   AdmissionGate(admission, config.admission))
+        if config.router.token_channel:
+            import ray.util
+
+            self._state.inboxes = InboxServer()
+            await self._state.inboxes.start(ray.util.get_node_ip_address())
 
     def __serve_build_asgi_app__(self) -> Any:
         return build_router_app(self._state)

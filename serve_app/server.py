@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 from ray import serve
 
+from serve_app.channel.outbox import Outbox, Outboxes
 from serve_app.config import ModelConfig
 from serve_app.engines.base import Engine
 from serve_app.engines.vllm_args import engine_env
@@ -40,14 +42,22 @@ class LLMServer:
         os.environ.update(engine_env(model, sorted(os.sched_getaffinity(0))))
         self._model = model
         self._engine = make_engine(model)
+        self._outboxes = Outboxes()
         await self._engine.start()
         logger.info("engine for %s ready: %s", model.name, self._engine.stats())
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[ReplyHead | bytes]:
+        """The reply head, then the body: here, or over the router's token channel."""
         reply = await self._engine.handle(request)
-        yield reply.head
-        async for chunk in reply.body:
-            yield chunk
+        if not (reply.head.stream and request.reply_to):
+            yield reply.head
+            async for chunk in reply.body:
+                yield chunk
+            return
+        outbox = await self._outboxes.get(request.reply_to)
+        yield replace(reply.head, via_channel=True)
+        await send_over_channel(outbox, request.request_id.encode(), reply.body)
+
 
     def stats(self) -> EngineStats:
         return self._engine.stats()
@@ -56,7 +66,18 @@ class LLMServer:
         await self._engine.check_health()
 
     async def __del__(self) -> None:
+        self._outboxes.close()
         await self._engine.shutdown()
+
+
+async def send_over_channel(outbox: Outbox, request_id: bytes, body: AsyncIterator[bytes]) -> None:
+    """Forward a stream's chunks; closing the body (on any exit) aborts the engine request."""
+    try:
+        async for chunk in body:
+            outbox.data(request_id, chunk)
+        outbox.end(request_id)
+    finally:
+        await body.aclose()
 
 
 def llm_server_deployment(model: ModelConfig) -> serve.Deployment:

@@ -58,7 +58,8 @@ def running_stack(config: AppConfig, num_cpus: int = 2) -> Iterator[Stack]:
     from serve_app.app import APP_NAME, build_application
 
     port = free_port()
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING")
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING",
+             _node_ip_address="127.0.0.1")
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_application(config), name=APP_NAME, route_prefix="/")

@@ -1,0 +1,36 @@
+"""Wire format of the token channel: `kind | id length | payload length | id | payload`."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+HEADER = struct.Struct(">BHI")
+
+HELLO = 0  # first frame on a connection: id empty, payload = the router's token
+DATA = 1   # payload = SSE bytes for the request
+END = 2    # the request's stream is complete
+
+
+def encode(kind: int, request_id: bytes, payload: bytes = b"") -> bytes:
+    return HEADER.pack(kind, len(request_id), len(payload)) + request_id + payload
+
+
+class FrameReader:
+    """Incremental decoder: feed bytes as they arrive, get whole frames out."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[tuple[int, bytes, bytes]]:
+        self._buffer += data
+        buffer, offset, size = self._buffer, 0, len(self._buffer)
+        while size - offset >= HEADER.size:
+            kind, id_len, payload_len = HEADER.unpack_from(buffer, offset)
+            end = offset + HEADER.size + id_len + payload_len
+            if end > size:
+                break
+            start = offset + HEADER.size
+            yield kind, bytes(buffer[start:start + id_len]), bytes(buffer[start + id_len:end])
+            offset = end
+        del buffer[:offset]

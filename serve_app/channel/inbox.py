@@ -1,0 +1,87 @@
+"""The router's end of the token channel: a TCP server feeding per-request inboxes."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+
+from serve_app.channel.frames import DATA, END, HELLO, FrameReader
+from serve_app.protocol import ReplyAddress
+
+logger = logging.getLogger("ray.serve")
+
+
+class Inbox:
+    """One request's chunks, in order; `None` marks the end."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+
+    def put(self, item: bytes | BaseException | None) -> None:
+        self._queue.put_nowait(item)
+
+    async def get(self) -> bytes | None:
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: InboxServer) -> None:
+        self._server = server
+        self._reader = FrameReader()
+        self._trusted = False
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        inboxes = self._server.inboxes
+        for kind, request_id, payload in self._reader.feed(data):
+            if not self._trusted:
+                if kind != HELLO or not hmac.compare_digest(payload, self._server.token.encode()):
+                    logger.warning("token channel: refused a connection without the right token")
+                    self._transport.close()
+                    return
+                self._trusted = True
+                continue
+            inbox = inboxes.get(request_id)
+            if inbox is None:
+                continue  # the request is gone (client left); drop its chunks
+            if kind == DATA:
+                inbox.put(payload)
+            elif kind == END:
+                inbox.put(None)
+
+
+class InboxServer:
+    """Listens for replicas; created once per router replica."""
+
+    def __init__(self) -> None:
+        self.token = secrets.token_hex(16)
+        self.inboxes: dict[bytes, Inbox] = {}
+        self._server: asyncio.base_events.Server | None = None
+        self.address: ReplyAddress | None = None
+
+    async def start(self, host: str, advertise_host: str | None = None) -> ReplyAddress:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), host, 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.address = ReplyAddress(advertise_host or host, port, self.token)
+        return self.address
+
+    def open(self, request_id: str) -> Inbox:
+        inbox = Inbox()
+        self.inboxes[request_id.encode()] = inbox
+        return inbox
+
+    def close(self, request_id: str) -> None:
+        self.inboxes.pop(request_id.encode(), None)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
