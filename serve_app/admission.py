@@ -110,6 +110,10 @@ class AdmissionController:
             return self._refuse(Outcome.QUEUE_FULL, "the server is at capacity and its queue is full")
         return await self._wait(ticket)
 
+    def release_many(self, lease_ids: list[str]) -> int:
+        """Release several leases in one call (routers batch their releases)."""
+        return sum(self.release(lease_id) for lease_id in lease_ids)
+
     def release(self, lease_id: str) -> bool:
         lease = self._leases.pop(lease_id, None)
         if lease is None:

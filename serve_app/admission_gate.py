@@ -16,6 +16,7 @@ from serve_app.config import AdmissionConfig
 logger = logging.getLogger("ray.serve")
 
 LOCAL_PREFIX = "local-"
+RELEASE_BATCH_S = 0.02  # releases within this window share one controller call
 
 
 class LocalLimit:
@@ -42,7 +43,8 @@ class AdmissionGate:
         self._controller = controller
         self._timeout_s = config.queue_timeout_s + 2.0
         self._local = LocalLimit(config.fallback_max_in_flight)
-        self._pending: set[asyncio.Future] = set()
+        self._to_release: list[str] = []
+        self._in_flight_calls: set[asyncio.Future] = set()
 
     async def admit(self, ticket: Ticket) -> Decision:
         try:
@@ -59,10 +61,15 @@ class AdmissionGate:
         if lease_id.startswith(LOCAL_PREFIX):
             self._local.release(lease_id)
             return
-        response = self._controller.release.remote(lease_id)
-        future = asyncio.ensure_future(_quietly(response))
-        self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
+        if not self._to_release:
+            asyncio.get_running_loop().call_later(RELEASE_BATCH_S, self._flush_releases)
+        self._to_release.append(lease_id)
+
+    def _flush_releases(self) -> None:
+        batch, self._to_release = self._to_release, []
+        future = asyncio.ensure_future(_quietly(self._controller.release_many.remote(batch)))
+        self._in_flight_calls.add(future)
+        future.add_done_callback(self._in_flight_calls.discard)
 
 
 async def _quietly(response) -> None:

@@ -20,6 +20,11 @@ from serve_app.server import llm_server_deployment
 
 APP_NAME = "llm"
 
+# Serve logs every request and every handle call by default; at thousands of calls
+# per second that is a large share of the router's and controller's CPU. Errors
+# and refusals are still logged by our code, with their request id.
+QUIET = {"enable_access_log": False}
+
 
 def with_local_sources(config: AppConfig) -> AppConfig:
     """Make model sources that are local paths absolute, so replicas find them from any cwd."""
@@ -41,18 +46,21 @@ def config_from_args(args: dict[str, Any]) -> AppConfig:
 
 def build_application(config: AppConfig) -> Application:
     config = with_local_sources(config)
-    servers = {model.name: llm_server_deployment(model).bind(model) for model in config.models}
+    servers = {model.name: llm_server_deployment(model).options(logging_config=QUIET).bind(model)
+               for model in config.models}
     admission = serve.deployment(AdmissionController).options(
         name="AdmissionController",
         num_replicas=1,
         max_ongoing_requests=1_000_000,  # admit() waits here on purpose; never back-pressure it
         ray_actor_options={"num_cpus": config.admission.num_cpus},
+        logging_config=QUIET,
     ).bind(config.admission)
     router = serve.deployment(serve.ingress()(Router)).options(
         name="Router",
         num_replicas=config.router.replicas,
         max_ongoing_requests=config.router.max_ongoing_requests,
         ray_actor_options={"num_cpus": config.router.num_cpus},
+        logging_config=QUIET,
     )
     return router.bind(config, servers, admission)
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from serve_app.auth import key_hash
 from serve_app.config import AppConfig, ConfigError, load_config
+from serve_app.ray_env import ray_environment
 
 
 def override_model(config: AppConfig, source: str, served_name: str | None) -> AppConfig:
@@ -46,6 +48,8 @@ def serve_command(args: argparse.Namespace) -> int:
     http = config.http.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v})
     config = config.model_copy(update={"http": http})
 
+    for name, value in ray_environment(config).items():  # Ray reads them at import: set first
+        os.environ.setdefault(name, value)
     import ray
     from ray import serve
 

@@ -196,6 +196,10 @@ class RouterConfig(Strict):
 class HttpConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    ingress: Literal["haproxy", "proxy"] = "haproxy"
+    """haproxy: Ray 2.60's HAProxy ingress sends HTTP straight to the router replicas'
+    own servers (RAY_SERVE_ENABLE_HA_PROXY=1 for the whole Ray instance); proxy: Serve's
+    Python HTTP proxy, one extra process hop and one Ray message per streamed chunk."""
 
 
 class AppConfig(Strict):

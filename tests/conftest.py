@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# The serving path's Ray settings (HAProxy ingress, throughput-optimised Serve) must
+# be in the environment before any test module imports Ray.
+os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 
 import pytest
 

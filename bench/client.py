@@ -1,0 +1,225 @@
+"""Async load generator for OpenAI-compatible chat-completions endpoints.
+
+One shared httpx client sends every request; each request records its own
+timings and, when it fails, the HTTP status, error body and Retry-After header,
+so refusals (429, 503) are counted rather than hidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from bench.arrivals import ClosedLoop, LoadPoint, OpenLoop
+from bench.sse import data_of, parse_chunk
+from bench.workload import RequestSpec
+
+ERROR_BODY_CHARS = 500
+DRAIN_S = 1.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to send: base URL (with or without /v1), key, extra headers, timeout."""
+
+    base_url: str
+    api_key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 300.0
+
+    def url(self, path: str) -> str:
+        base = self.base_url.rstrip("/")
+        if base.endswith("/v1"):
+            base = base[: -len("/v1")]
+        return f"{base}/v1/{path.lstrip('/')}"
+
+    def all_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+
+@dataclass
+class RequestResult:
+    """What one request did. Times are seconds; `start_s` is relative to the run's start."""
+
+    stream: bool
+    start_s: float = 0.0
+    status: int = 0
+    """HTTP status; 0 when no response arrived (timeout, connection error)."""
+    e2e_s: float | None = None
+    ttft_s: float | None = None
+    itl_s: list[float] = field(default_factory=list)
+    output_tokens: int = 0
+    input_tokens: int | None = None
+    failure: str | None = None
+    """None on success; else the HTTP status as text, "timeout", "connection", "stream-error"
+    or "bad-response"."""
+    error: str | None = None
+    retry_after: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+@dataclass
+class LoadRun:
+    results: list[RequestResult]
+    wall_s: float
+
+
+def make_client(endpoint: Endpoint, max_connections: int = 4096) -> httpx.AsyncClient:
+    """The one client a run shares: connection limits well above any load point."""
+    limits = httpx.Limits(max_connections=max_connections,
+                          max_keepalive_connections=max_connections)
+    timeout = httpx.Timeout(endpoint.timeout_s, connect=min(endpoint.timeout_s, 30.0))
+    return httpx.AsyncClient(limits=limits, timeout=timeout, headers=endpoint.all_headers())
+
+
+async def send(client: httpx.AsyncClient, endpoint: Endpoint, body: dict[str, Any]) -> RequestResult:
+    """Send one chat completion; never raises and never outlives `endpoint.timeout_s`."""
+    result = RequestResult(stream=bool(body.get("stream")))
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(endpoint.timeout_s):
+            if result.stream:
+                await _send_streaming(client, endpoint, body, result, started)
+            else:
+                await _send_plain(client, endpoint, body, result)
+    except TimeoutError:
+        result.failure, result.error = "timeout", f"no complete answer within {endpoint.timeout_s:g} s"
+    except httpx.TimeoutException as error:
+        result.failure, result.error = "timeout", f"{type(error).__name__}: {error}"
+    except (httpx.HTTPError, OSError) as error:
+        result.failure, result.error = "connection", f"{type(error).__name__}: {error}"
+    except ValueError as error:  # a 200 whose body is not the JSON it should be
+        result.failure, result.error = "bad-response", f"{type(error).__name__}: {error}"
+    if result.e2e_s is None:
+        result.e2e_s = time.perf_counter() - started
+    return result
+
+
+async def _send_plain(client: httpx.AsyncClient, endpoint: Endpoint, body: dict[str, Any],
+                      result: RequestResult) -> None:
+    response = await client.post(endpoint.url("chat/completions"), json=body)
+    result.status = response.status_code
+    if response.status_code != 200:
+        _record_refusal(result, response, response.text)
+        return
+    _record_usage(result, response.json().get("usage"))
+
+
+async def _send_streaming(client: httpx.AsyncClient, endpoint: Endpoint, body: dict[str, Any],
+                          result: RequestResult, started: float) -> None:
+    async with client.stream("POST", endpoint.url("chat/completions"), json=body) as response:
+        result.status = response.status_code
+        if response.status_code != 200:
+            text = (await response.aread()).decode(errors="replace")
+            _record_refusal(result, response, text)
+            return
+        await _read_events(response, result, started)
+
+
+async def _read_events(response: httpx.Response, result: RequestResult, started: float) -> None:
+    output_chunks = 0
+    last = started
+    usage = None
+    lines = response.aiter_lines()
+    async for line in lines:
+        payload = data_of(line)
+        if payload is None:
+            continue
+        chunk = parse_chunk(payload)
+        now = time.perf_counter()
+        if chunk.error is not None:
+            result.failure, result.error = "stream-error", chunk.error
+            return
+        if chunk.done:
+            result.e2e_s = now - started
+            await _drain(lines)
+            break
+        if chunk.output:
+            if result.ttft_s is None:
+                result.ttft_s = now - started
+            else:
+                result.itl_s.append(now - last)
+            last = now
+            output_chunks += 1
+        usage = chunk.usage or usage
+    # Servers that batch tokens into chunks make chunk counts an undercount; usage is exact.
+    result.output_tokens = output_chunks
+    _record_usage(result, usage)
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read past [DONE] to the end of the response, so the connection goes back to the
+    pool instead of being dropped (which servers log as a client disconnect)."""
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in lines:
+                pass
+
+
+def _record_usage(result: RequestResult, usage: dict[str, Any] | None) -> None:
+    if not usage:
+        return
+    if usage.get("completion_tokens") is not None:
+        result.output_tokens = int(usage["completion_tokens"])
+    if usage.get("prompt_tokens") is not None:
+        result.input_tokens = int(usage["prompt_tokens"])
+
+
+def _record_refusal(result: RequestResult, response: httpx.Response, text: str) -> None:
+    result.failure = str(response.status_code)
+    result.error = text[:ERROR_BODY_CHARS]
+    result.retry_after = response.headers.get("retry-after")
+
+
+async def run_load(client: httpx.AsyncClient, endpoint: Endpoint, specs: Sequence[RequestSpec],
+                   load: LoadPoint, on_done: Callable[[RequestResult], None] | None = None) -> LoadRun:
+    """Send every request of `specs` in the pattern `load` describes; results keep spec order."""
+    results: list[RequestResult | None] = [None] * len(specs)
+    run_start = time.perf_counter()
+
+    async def one(index: int) -> None:
+        sent = time.perf_counter()
+        result = await send(client, endpoint, specs[index].body)
+        result.start_s = sent - run_start
+        results[index] = result
+        if on_done:
+            on_done(result)
+
+    if isinstance(load, ClosedLoop):
+        await _closed_loop(one, len(specs), load.concurrency)
+    else:
+        await _open_loop(one, load, len(specs), run_start)
+    wall = time.perf_counter() - run_start
+    return LoadRun([r for r in results if r is not None], wall)
+
+
+async def _closed_loop(one: Callable[[int], Any], count: int, concurrency: int) -> None:
+    pending = iter(range(count))
+
+    async def worker() -> None:
+        for index in pending:
+            await one(index)
+
+    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, count)))))
+
+
+async def _open_loop(one: Callable[[int], Any], load: OpenLoop, count: int, run_start: float) -> None:
+    tasks = []
+    for index, offset in enumerate(load.offsets(count)):
+        delay = run_start + offset - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(index)))
+    await asyncio.gather(*tasks)
