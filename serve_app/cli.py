@@ -17,7 +17,7 @@ from pathlib import Path
 
 from serve_app.auth import key_hash
 from serve_app.config import AppConfig, ConfigError, load_config
-from serve_app.ray_env import ray_environment
+from serve_app.ray_env import apply_ray_environment
 
 
 def override_model(config: AppConfig, source: str, served_name: str | None) -> AppConfig:
@@ -48,8 +48,7 @@ def serve_command(args: argparse.Namespace) -> int:
     http = config.http.model_copy(update={k: v for k, v in (("host", args.host), ("port", args.port)) if v})
     config = config.model_copy(update={"http": http})
 
-    for name, value in ray_environment(config).items():  # Ray reads them at import: set first
-        os.environ.setdefault(name, value)
+    apply_ray_environment(config, os.environ)  # Ray reads these at import: set them first
     import ray
     from ray import serve
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -200,6 +200,22 @@ class HttpConfig(Strict):
     """haproxy: Ray 2.60's HAProxy ingress sends HTTP straight to the router replicas'
     own servers (RAY_SERVE_ENABLE_HA_PROXY=1 for the whole Ray instance); proxy: Serve's
     Python HTTP proxy, one extra process hop and one Ray message per streamed chunk."""
+    haproxy_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    haproxy_stats_port: int = Field(default=8404, ge=0, le=65535)
+    """haproxy: HAProxy's own metrics and stats listeners. Ray 2.60 binds them on all
+    interfaces (it has no host option for them); 0 picks a free port, so several local
+    instances can run side by side."""
+    fallback_proxy_port: int = Field(default=8500, ge=0, le=65535)
+    fallback_proxy_grpc_port: int = Field(default=9500, ge=0, le=65535)
+    """haproxy: Serve's Python proxy that HAProxy falls back on while no router replica is
+    up (HTTP and gRPC); 0 picks a free port. Two instances must not share it, or one's
+    HAProxy falls back on the other's application."""
+    replica_ports: Annotated[tuple[int, int], Field(strict=False)] | None = (30000, 31000)
+    """haproxy: the port range Ray gives router replicas' own HTTP servers; null picks a
+    random free block, so several local Ray instances never hand out the same ports."""
+    drain_period_s: NonNegativeFloat = 30.0
+    """haproxy: how long a stopping router replica keeps accepting while load balancers
+    deregister it; 2 s is plenty on one machine."""
 
 
 class AppConfig(Strict):

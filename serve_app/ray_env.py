@@ -7,7 +7,36 @@ launcher and KubeRay manifests set them on every node).
 
 from __future__ import annotations
 
+import random
+import socket
+
 from serve_app.config import AppConfig
+
+# Per-instance settings: the config's value wins over whatever the caller inherited.
+PER_INSTANCE = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT",
+                "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+                "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT")
+BLOCK = 64
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def random_port_block() -> tuple[int, int]:
+    low = random.randrange(32768 // BLOCK, 60000 // BLOCK) * BLOCK
+    return low, low + BLOCK - 1
+
+
+def apply_ray_environment(config: AppConfig, environ: dict[str, str]) -> None:
+    """Put the settings into `environ` (os.environ before Ray starts)."""
+    for name, value in ray_environment(config).items():
+        if name in PER_INSTANCE:
+            environ[name] = value
+        else:
+            environ.setdefault(name, value)
 
 
 def ray_environment(config: AppConfig) -> dict[str, str]:
@@ -21,4 +50,12 @@ def ray_environment(config: AppConfig) -> dict[str, str]:
         # HAProxy forwards HTTP straight to the router replicas' own HTTP servers,
         # skipping the Python proxy and its per-chunk Ray message.
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = f"{config.http.drain_period_s:g}"
+        env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(config.http.haproxy_metrics_port or free_port())
+        env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(config.http.haproxy_stats_port or free_port())
+        env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] = str(config.http.fallback_proxy_port or free_port())
+        env["RAY_SERVE_FALLBACK_PROXY_GRPC_PORT"] = str(config.http.fallback_proxy_grpc_port or free_port())
+        low, high = config.http.replica_ports or random_port_block()
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(low)
+        env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(high)
     return env

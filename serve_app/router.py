@@ -31,6 +31,7 @@ from serve_app.auth import KeyRing
 from serve_app.channel.inbox import InboxServer
 from serve_app.config import AppConfig, ModelConfig
 from serve_app.errors import error_body
+from serve_app.openapi import openapi_document
 from serve_app.protocol import EngineRequest
 from serve_app.relay import OpenedReply, ReplicaUnavailable, open_reply
 from serve_app.request_id import RequestIdMiddleware
@@ -39,6 +40,7 @@ from serve_app.requests import REQUEST_TYPES
 logger = logging.getLogger("ray.serve")
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+OPENAPI = openapi_document()
 
 
 class ApiError(Exception):
@@ -215,6 +217,10 @@ async def _has_replica(handle: Any) -> bool:
         return False
 
 
+async def openapi(request: Request) -> Response:
+    return JSONResponse(OPENAPI)
+
+
 async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -237,6 +243,7 @@ def build_router_app(state: RouterState, *, behind_serve_proxy: bool = True) -> 
         Route("/v1/models", models_endpoint(state), methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready_endpoint(state), methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: internal_error})
     if state.config.router.cors_allow_origins:

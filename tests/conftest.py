@@ -7,8 +7,10 @@ from pathlib import Path
 
 # The serving path's Ray settings (HAProxy ingress, throughput-optimised Serve) must
 # be in the environment before any test module imports Ray.
-os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
-os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+from serve_app.config import load_config  # noqa: E402  (no Ray import behind it)
+from serve_app.ray_env import apply_ray_environment  # noqa: E402
+
+apply_ray_environment(load_config(Path(__file__).resolve().parent.parent / "deploy" / "local.yaml"), os.environ)
 
 import pytest
 

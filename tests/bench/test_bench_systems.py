@@ -45,7 +45,7 @@ class TestCommands:
         model = config["models"][0]
         assert (model["name"], model["source"], model["device"]) == ("tiny", "models/tiny-llama", "cpu")
         assert model["engine_args"] == EngineSettings().kwargs()
-        assert config["http"] == {"host": "127.0.0.1", "port": 9000}
+        assert (config["http"]["host"], config["http"]["port"]) == ("127.0.0.1", 9000)
 
     def test_the_written_app_config_fits_the_app_schema(self, tmp_path):
         config_module = pytest.importorskip("serve_app.config")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +36,27 @@ def local_config(**overrides: Any) -> AppConfig:
     return parse_config(data, "tests/e2e")
 
 
+class LoopThread:
+    """One long-lived event loop for the test's handle calls: in throughput-optimised
+    Serve a handle routes on the loop it was first used on, which must keep running."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Any, timeout_s: float = 60.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout_s)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
 @dataclass
 class Stack:
     base_url: str
     config: AppConfig
+    calls: LoopThread = field(default_factory=LoopThread)
 
     def server_handle(self, model: str = "tiny-llama") -> Any:
         from ray import serve
@@ -47,7 +66,10 @@ class Stack:
         return serve.get_deployment_handle(deployment_name(self.config.model(model)), app_name="llm")
 
     def running_in_engine(self, model: str = "tiny-llama") -> int:
-        return self.server_handle(model).stats.remote().result().running
+        async def ask() -> int:
+            return (await self.server_handle(model).stats.remote()).running
+
+        return self.calls.run(ask())
 
 
 @contextlib.contextmanager
@@ -66,6 +88,7 @@ def running_stack(config: AppConfig, num_cpus: int = 2) -> Iterator[Stack]:
         stack = Stack(f"http://127.0.0.1:{port}", config)
         wait_until_ready(stack.base_url)
         yield stack
+        stack.calls.stop()
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import yaml
 from openai import OpenAI
@@ -24,6 +25,16 @@ def test_make_serve_answers_the_openai_client_and_stops_cleanly(tiny_model, tmp_
     assert "shutting down" in (tmp_path / "serve.log").read_text()
 
 
+def tensor_parallel_workers(pid: int, timeout_s: float = 60.0) -> list[str]:
+    """Command lines of vLLM's rank processes under `pid` (titles are set as they start)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        workers = [line for line in map(cmdline, descendants(pid)) if "Worker_TP" in line]
+        if len(workers) >= 2 or time.monotonic() > deadline:
+            return workers
+        time.sleep(1)
+
+
 def test_tensor_parallel_two_on_cpu_serves_end_to_end(tiny_model, tmp_path):
     config = yaml.safe_load((ROOT / "deploy" / "local.yaml").read_text())
     model = config["models"][0]
@@ -33,7 +44,7 @@ def test_tensor_parallel_two_on_cpu_serves_end_to_end(tiny_model, tmp_path):
     command = [sys.executable, "-m", "serve_app.cli", "serve", "--config", str(tmp_path / "tp2.yaml"),
                "--port", "{port}"]
     with serving(command, tmp_path / "serve.log") as (base_url, process):
-        workers = [cmdline(pid) for pid in descendants(process.pid)]
+        workers = tensor_parallel_workers(process.pid)
         assert any("Worker_TP0" in line for line in workers), workers
         assert any("Worker_TP1" in line for line in workers), workers
         client = OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0, timeout=60)
