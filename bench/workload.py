@@ -12,14 +12,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-WORDS = (
-    "the a model serves tokens request cluster replica engine stream answer "
-    "question user assistant system fast slow queue admit refuse tenant quota "
-    "priority capacity memory cache prefix batch decode prefill latency time "
-    "first token hello world please write short poem about ray serve vllm gpu "
-    "node placement group tensor parallel pipeline scale up down health ready "
-    "error retry after limit minute second number one two three four five "
-).split()
+from serve_app.tiny_model import WORDS
 
 
 @dataclass(frozen=True)

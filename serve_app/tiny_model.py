@@ -59,7 +59,9 @@ CHAT_TEMPLATE = (
     "{%- endif %}"
 )
 
-_WORDS = (
+# The tokenizer's training vocabulary; bench/ builds prompts from it so their token
+# counts on the tiny model are predictable.
+WORDS = (
     "the a model serves tokens request cluster replica engine stream answer "
     "question user assistant system fast slow queue admit refuse tenant quota "
     "priority capacity memory cache prefix batch decode prefill latency time "
@@ -73,7 +75,7 @@ def _training_corpus(lines: int = 4000) -> list[str]:
     rng = random.Random(SEED)
     corpus = []
     for _ in range(lines):
-        words = rng.choices(_WORDS, k=rng.randint(4, 24))
+        words = rng.choices(WORDS, k=rng.randint(4, 24))
         sentence = " ".join(words).capitalize()
         corpus.append(sentence + rng.choice([".", "?", "!", ", 42.", ": 3.14"]))
     return corpus
