@@ -130,8 +130,8 @@ def command_run(args: argparse.Namespace) -> None:
     options = SuiteOptions(
         systems=args.systems, model=Model(args.model, name), loads=load_points(args),
         out=out, workload=workload(args),
-        engine=EngineSettings(args.max_model_len, True, args.dtype,
-                              int(args.kv_cache_gib * (1 << 30)) or None),
+        engine=EngineSettings(max_model_len=args.max_model_len, dtype=args.dtype,
+                              kv_cache_memory_bytes=int(args.kv_cache_gib * (1 << 30)) or None),
         repeats=args.repeats, slo=slo(args), baseline=args.baseline or args.systems[0],
         app_config=args.app_config, api_key=args.api_key, headers=dict(args.header),
         timeout_s=args.timeout, warmup_requests=args.warmup, launch_timeout_s=args.launch_timeout,
