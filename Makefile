@@ -16,7 +16,7 @@ define drop_vision
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 endef
 
-.PHONY: serve test test-fast bench install dev model clean
+.PHONY: serve test test-fast bench install dev model render clean
 
 serve: $(VENV)/.cpu $(TINY)/config.json
 	$(PY) -m serve_app.cli serve --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(if $(PORT),--port $(PORT))
@@ -26,6 +26,9 @@ test: $(VENV)/.dev $(TINY)/config.json tests/js/node_modules/.installed
 
 test-fast: $(VENV)/.dev $(TINY)/config.json
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+render: $(VENV)/.cpu  # Serve config, KubeRay RayService and cluster.yaml from deploy/*.yaml
+	$(PY) -m serve_app.render
 
 install: $(VENV)/.cpu
 dev: $(VENV)/.dev

@@ -111,6 +111,10 @@ class SimulatedEngineConfig(Strict):
     """Simulated engine start-up time, in seconds."""
     max_model_len: PositiveInt = 131072
     """Context length (prompt + output) in tokens."""
+    reserve_workers: bool = False
+    """Reserve the bundles a vLLM replica of this model would (one per tensor x pipeline
+    worker, {"GPU": 1} on device gpu), so cluster tests place simulated replicas like real
+    ones. The simulated engine uses none of them."""
 
 
 class ReplicaResources(Strict):

@@ -33,7 +33,7 @@ def worker_bundle(model: ModelConfig) -> Bundle:
 def replica_bundles(model: ModelConfig) -> list[Bundle]:
     """The replica actor's own bundle, then one bundle per engine worker."""
     actor: Bundle = {"CPU": model.resources.num_cpus}
-    if model.engine == "simulated":
+    if model.engine == "simulated" and not model.simulated.reserve_workers:
         return [actor]
     return [actor] + [worker_bundle(model) for _ in range(model.parallelism.world_size)]
 

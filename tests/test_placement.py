@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.config import ModelConfig, Parallelism, ReplicaResources
+from serve_app.config import ModelConfig, Parallelism, ReplicaResources, SimulatedEngineConfig
 from serve_app.placement import placement_strategy, replica_bundles, worker_bundle
 
 
@@ -59,3 +59,11 @@ def test_placement_maps_to_the_ray_strategy(placement, strategy):
 
 def test_default_strategy_keeps_a_replica_on_one_node():
     assert placement_strategy(ModelConfig(name="m", source="org/m")) == "STRICT_PACK"
+
+
+def test_a_simulated_replica_can_reserve_the_bundles_a_real_one_would():
+    real = ModelConfig(name="m", source="s", device="gpu", parallelism={"tensor": 4})
+    simulated = real.model_copy(update={"engine": "simulated",
+                                        "simulated": SimulatedEngineConfig(reserve_workers=True)})
+    assert replica_bundles(simulated) == replica_bundles(real)
+    assert placement_strategy(simulated) == placement_strategy(real)
