@@ -33,6 +33,8 @@ def llm_config(model: str, name: str, engine_kwargs: dict[str, Any], best: bool)
     }
     if best:
         config["experimental_configs"] = {"stream_batching_interval_ms": 0}
+    if engine_kwargs.get("disable_log_stats"):
+        config["log_engine_metrics"] = False  # Ray Serve LLM refuses engine metrics without stats
     return config
 
 
