@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import threading
 from typing import Any
 
@@ -51,6 +52,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+INSTANCE_PORTS = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT",
+                  "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def wait_for_signal() -> None:
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -62,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     # Ray Serve reads these flags when it is imported, here and in every Ray worker.
     os.environ.update(BEST_ENV if args.best else PLAIN_ENV)
+    if args.best:  # HAProxy's own listeners default to fixed ports; another local instance may hold them
+        os.environ.update({name: str(free_port()) for name in INSTANCE_PORTS})
     import ray
     from ray import serve
     from ray.serve.llm import LLMConfig, build_openai_app
