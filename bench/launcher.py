@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,14 +21,9 @@ import httpx
 
 from bench.cpu import ProcessCpu, all_processes, read_process, trees
 from bench.systems import LOOPBACK, System
+from serve_app.ray_env import free_port
 
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 class LaunchError(RuntimeError):

@@ -12,9 +12,10 @@ import argparse
 import json
 import os
 import signal
-import socket
 import threading
 from typing import Any
+
+from serve_app.ray_env import free_port
 
 BEST_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1"}
 # Without --best the flags are off whatever the caller's environment says.
@@ -54,12 +55,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 INSTANCE_PORTS = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT",
                   "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_signal() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,15 +15,10 @@ import httpx
 
 from serve_app.auth import key_hash
 from serve_app.config import AppConfig, load_config, parse_config
+from serve_app.ray_env import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "sk-test-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def local_config(**overrides: Any) -> AppConfig:
