@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from serve_app.ray_env import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
