@@ -1,162 +1,241 @@
 """The AdmissionController: the one place that decides, cluster-wide, who may start.
 
-`admit()` returns a Decision whose outcome comes from a small enum; outcomes, not
-exceptions, cross this seam, and `outcome_status` maps each one to an HTTP status.
-Admitted capacity is held as a lease with a time-to-live, so a router that dies
-without releasing leaks nothing for longer than the TTL.
+`admit()` returns a Decision whose outcome comes from a small enum (outcomes, not
+exceptions, cross this seam; `serve_app.outcomes` maps them to HTTP). In order:
 
-First policy: a global cap on requests in flight and on requests queued; a queued
-request waits (FIFO) until capacity frees or its queue timeout passes.
+1. the tenant's limits (requests and tokens per minute, requests at once): 429;
+2. the model's budget, summed from what its live replicas report (`capacity`):
+   a request that fits, within its tenant's fair share (`pool`), starts now;
+3. otherwise it waits (`fair_queue`: by class, then by weighted token cost, then
+   FIFO) if it can start before its class's deadline, as foreseen from when the
+   leases in flight will end; if it cannot, it is refused now with 503 and a
+   Retry-After, not after waiting in vain.
+
+Admitted capacity is held as a lease with a time-to-live, released by the router
+with what the request really used (which corrects the tenant's token count, its
+fair-share counter and the prompt estimate). A router that dies leaks nothing for
+longer than the TTL; a restarted controller starts empty and relearns capacity
+from the replicas' next reports.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass
-from enum import Enum
+from collections.abc import Callable, Iterable
 
-from serve_app.config import AdmissionConfig
+from serve_app.admission_metrics import AdmissionMetrics
+from serve_app.capacity import Budget, Capacity
+from serve_app.capacity_reporter import CONTROLLER_DEPLOYMENT
+from serve_app.config import AdmissionConfig, Tenant
+from serve_app.fair_queue import Waiter
+from serve_app.outcomes import OUTCOMES, Decision, Outcome, Ticket, Usage
+from serve_app.pool import Fit, Lease, ModelPool
+from serve_app.protocol import EngineStats
+from serve_app.tenants import TenantLedger, Tenants
 
+SWEEP_INTERVAL_S = 1.0
+FORESIGHT_MARGIN = 1.5  # queue only what should start well within its wait: stalls make foreseen waits run long
+Release = tuple[str, Usage | None, float | None]
+"""A lease id, what the request used and seconds from admission to its first bytes."""
 
-class Outcome(str, Enum):
-    ADMITTED = "admitted"
-    QUEUE_FULL = "queue_full"
-    QUEUE_TIMEOUT = "queue_timeout"
-    UNAVAILABLE = "unavailable"
-
-
-OUTCOME_STATUS: dict[Outcome, int] = {
-    Outcome.ADMITTED: 200,
-    Outcome.QUEUE_FULL: 503,
-    Outcome.QUEUE_TIMEOUT: 503,
-    Outcome.UNAVAILABLE: 503,
-}
-
-
-@dataclass(frozen=True)
-class Ticket:
-    """What the router asks admission for."""
-
-    model: str
-    tenant: str
-    cost_tokens: int
-    request_id: str
-
-
-@dataclass(frozen=True)
-class Decision:
-    outcome: Outcome
-    lease_id: str | None = None
-    retry_after_s: int | None = None
-    message: str = ""
-
-    @property
-    def admitted(self) -> bool:
-        return self.outcome is Outcome.ADMITTED
-
-
-@dataclass
-class _Lease:
-    ticket: Ticket
-    expires_at: float
-
-
-class DrainRate:
-    """Completions per second over a sliding window, for Retry-After estimates."""
-
-    def __init__(self, window_s: float = 30.0) -> None:
-        self._window_s = window_s
-        self._ends: deque[float] = deque()
-
-    def record(self, now: float) -> None:
-        self._ends.append(now)
-        self._trim(now)
-
-    def per_second(self, now: float) -> float:
-        self._trim(now)
-        return len(self._ends) / self._window_s
-
-    def _trim(self, now: float) -> None:
-        while self._ends and self._ends[0] < now - self._window_s:
-            self._ends.popleft()
-
-
-def retry_after(waiting: int, drain_per_s: float) -> int:
-    """Whole seconds until `waiting` requests ahead would have drained (1..60)."""
-    if drain_per_s <= 0:
-        return 5
-    return max(1, min(60, math.ceil((waiting + 1) / drain_per_s)))
+__all__ = ["CONTROLLER_DEPLOYMENT", "OUTCOMES", "AdmissionController", "Decision", "Outcome",
+           "Ticket", "Usage"]
 
 
 class AdmissionController:
-    """A Serve deployment with one replica; routers call `admit` and `release`."""
+    """A Serve deployment with one replica: routers call `admit` and `release_many`,
+    LLMServer replicas call `report`."""
 
-    def __init__(self, config: AdmissionConfig) -> None:
+    def __init__(self, config: AdmissionConfig, metrics: AdmissionMetrics | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._config = config
-        self._leases: dict[str, _Lease] = {}
-        self._waiters: deque[tuple[Ticket, asyncio.Future[Decision]]] = deque()
-        self._drain = DrainRate()
+        self._clock = clock
+        self._metrics = metrics or AdmissionMetrics()
+        self._tenants = Tenants(config)
+        self._pools: dict[str, ModelPool] = {}
+        self._leases: dict[str, Lease] = {}
         self._sweeper: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ API
 
     async def admit(self, ticket: Ticket) -> Decision:
         self._ensure_sweeper()
-        if len(self._leases) < self._config.max_in_flight and not self._waiters:
-            return self._grant(ticket)
-        if len(self._waiters) >= self._config.max_queued:
-            return self._refuse(Outcome.QUEUE_FULL, "the server is at capacity and its queue is full")
-        return await self._wait(ticket)
+        now = self._clock()
+        pool = self._pool(ticket.model)
+        budget = pool.capacity.budget(now)
+        ledger = self._tenants.ledger(ticket.tenant, now)
+        waiter = self._waiter(pool, budget, ticket, ledger.tenant, now)
+        refused = ledger.refusal(waiter.cost, now)
+        if refused is not None:
+            return self._refuse(pool, ledger, *refused, now=now)
+        ledger.charge(waiter.cost, now)
+        pool.note_demand(waiter.tenant, waiter.weight, waiter.priority, now, asking=waiter.charge)
+        if not pool.queue.length and pool.fit(waiter, budget, now) is Fit.FITS:
+            return self._grant(pool, waiter, ledger, now)
+        waiter.future = asyncio.get_running_loop().create_future()
+        pool.queue.push(waiter)
+        self._dispatch(pool, now)
+        if waiter.future.done():
+            return waiter.future.result()
+        return await self._wait(pool, waiter, ledger, now)
 
-    def release_many(self, lease_ids: list[str]) -> int:
-        """Release several leases in one call (routers batch their releases)."""
-        return sum(self.release(lease_id) for lease_id in lease_ids)
+    async def release_many(self, releases: Iterable[Release | tuple[str, Usage | None] | str]) -> int:
+        """Release several leases in one call (routers batch their releases).
 
-    def release(self, lease_id: str) -> bool:
+        Async like every method routers and replicas call: Serve runs sync methods in a
+        thread pool, and this state belongs to the event loop."""
+        count = 0
+        for item in releases:
+            count += self.release(*((item,) if isinstance(item, str) else item))
+        return count
+
+    def release(self, lease_id: str, usage: Usage | None = None, first_byte_s: float | None = None) -> bool:
         lease = self._leases.pop(lease_id, None)
         if lease is None:
             return False
-        self._drain.record(time.monotonic())
-        self._wake_waiters()
+        now = self._clock()
+        self._end(lease, usage, now, released=True, first_byte_s=first_byte_s)
         return True
 
-    def snapshot(self) -> dict[str, int]:
-        return {"in_flight": len(self._leases), "queued": len(self._waiters)}
+    async def report(self, model: str, replica_id: str, stats: EngineStats) -> None:
+        """A replica's capacity and load (every REPORT_INTERVAL_S)."""
+        self._ensure_sweeper()
+        now = self._clock()
+        pool = self._pool(model)
+        pool.capacity.report(replica_id, stats, now)
+        self._dispatch(pool, now)
 
-    async def _wait(self, ticket: Ticket) -> Decision:
-        waiter: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        entry = (ticket, waiter)
-        self._waiters.append(entry)
+    def expire(self, now: float) -> int:
+        """Drop leases past their TTL (their holder died); returns how many."""
+        expired = [lease for lease in self._leases.values() if lease.expires_at <= now]
+        for lease in expired:
+            del self._leases[lease.lease_id]
+            self._end(lease, None, now, released=False)
+        return len(expired)
+
+    async def snapshot(self) -> dict[str, object]:
+        now = self._clock()
+        models = {}
+        for name, pool in self._pools.items():
+            budget = pool.capacity.budget(now)
+            models[name] = {"in_flight_tokens": pool.in_flight, "leases": len(pool.leases),
+                            "queued": pool.queue.length, "budget_tokens": budget.tokens,
+                            "sequences": budget.sequences, "replicas": budget.replicas,
+                            "token_s": pool.token_s, "prompt_scale": pool.prompt_scale,
+                            "first_byte_s": pool.first_byte.mean, "first_byte_high_s": pool.first_byte.high}
+        queued = sum(pool.queue.length for pool in self._pools.values())
+        return {"in_flight": len(self._leases), "queued": queued, "models": models}
+
+    # ------------------------------------------------------------- deciding
+
+    def _waiter(self, pool: ModelPool, budget: Budget, ticket: Ticket, tenant: Tenant, now: float) -> Waiter:
+        class_name = self._service_class(tenant, ticket.priority_class)
+        service_class = self._config.classes[class_name]
+        # Waiting may use what the SLO leaves once the engine's own time to first bytes is taken.
+        wait_s = min(service_class.queue_wait_s, self._config.queue_timeout_s,
+                     max(0.0, service_class.ttft_slo_s - pool.first_byte.high))
+        prompt, output = pool.cost(ticket, budget)
+        return Waiter(ticket, class_name, service_class.priority, tenant.weight, prompt + output, output,
+                      budget.charge(prompt + output), deadline=now + wait_s, arrived=now)
+
+    def _service_class(self, tenant: Tenant, requested: str | None) -> str:
+        """The tenant's class, or the requested one if it is of lower priority."""
+        own = self._config.class_of(tenant)
+        classes = self._config.classes
+        if requested in classes and classes[requested].priority > classes[own].priority:
+            return requested
+        return own
+
+    async def _wait(self, pool: ModelPool, waiter: Waiter, ledger: TenantLedger, now: float) -> Decision:
+        budget = pool.capacity.budget(now)
+        foreseen = pool.wait_s(pool.need(waiter, budget, now), budget, now)
+        if pool.queue.length > self._config.max_queued:
+            return self._drop(pool, waiter, ledger, Outcome.QUEUE_FULL, foreseen, now,
+                              "the server is at capacity and its queue is full")
+        if foreseen is not None and now + foreseen * FORESIGHT_MARGIN > waiter.deadline:
+            return self._drop(pool, waiter, ledger, Outcome.OVERLOADED, foreseen, now,
+                              f"the server is overloaded: this request could not start within "
+                              f"{waiter.deadline - now:.3g} s (its class's wait limit)")
+        self._metrics.queued(pool.name, waiter.tenant)
+        future = waiter.future
         try:
-            async with asyncio.timeout(self._config.queue_timeout_s):
-                return await asyncio.shield(waiter)
+            async with asyncio.timeout(waiter.deadline - now):
+                decision = await asyncio.shield(future)
         except TimeoutError:
-            if waiter.done():  # granted in the same instant the timeout fired
-                return waiter.result()
-            self._waiters.remove(entry)
-            return self._refuse(Outcome.QUEUE_TIMEOUT, "no capacity freed up within the queue timeout")
+            if future.done():  # granted in the same instant the deadline passed
+                return future.result()
+            later = self._clock()
+            retry_s = pool.wait_s(waiter.charge, budget, later)
+            return self._drop(pool, waiter, ledger, Outcome.QUEUE_TIMEOUT, retry_s, later,
+                              "no capacity freed up in time for this request's class")
         except asyncio.CancelledError:  # the router gave up: hand back what it was granted
-            if entry in self._waiters:
-                self._waiters.remove(entry)
-            elif waiter.done() and waiter.result().lease_id:
-                self.release(waiter.result().lease_id)
+            if pool.queue.remove(waiter):
+                ledger.refund(waiter.cost, self._clock())
+            elif future.done() and future.result().lease_id:
+                self.release(future.result().lease_id)
             raise
+        self._metrics.waited(pool.name, waiter.service_class, self._clock() - waiter.arrived)
+        return decision
 
-    def _wake_waiters(self) -> None:
-        while len(self._leases) < self._config.max_in_flight and self._waiters:
-            ticket, waiter = self._waiters.popleft()
-            waiter.set_result(self._grant(ticket))
+    def _dispatch(self, pool: ModelPool, now: float) -> None:
+        """Start waiting requests while the next in line fits."""
+        if not pool.queue.length:
+            return
+        budget = pool.capacity.budget(now)
+        while pool.queue.length:
+            for waiter in pool.queue.heads():
+                fit = pool.fit(waiter, budget, now)
+                if fit is Fit.FITS:
+                    pool.queue.remove(waiter)
+                    waiter.future.set_result(self._grant(pool, waiter, self._tenants.ledger(waiter.tenant, now), now))
+                    break
+                if fit is Fit.NO_ROOM:  # first in line blocks the rest: big requests are not starved
+                    return
+            else:
+                return  # every head is beyond its tenant's share
 
-    def _grant(self, ticket: Ticket) -> Decision:
-        lease_id = uuid.uuid4().hex
-        self._leases[lease_id] = _Lease(ticket, time.monotonic() + self._config.lease_ttl_s)
-        return Decision(Outcome.ADMITTED, lease_id=lease_id)
+    def _grant(self, pool: ModelPool, waiter: Waiter, ledger: TenantLedger, now: float) -> Decision:
+        budget = pool.capacity.budget(now)
+        lease = pool.grant(waiter, uuid.uuid4().hex, budget, now, self._config.lease_ttl_s)
+        self._leases[lease.lease_id] = lease
+        self._metrics.decided(pool.name, waiter.tenant, Outcome.ADMITTED.value)
+        return Decision(Outcome.ADMITTED, lease_id=lease.lease_id, limits=ledger.rate_limits(now))
 
-    def _refuse(self, outcome: Outcome, message: str) -> Decision:
-        seconds = retry_after(len(self._waiters), self._drain.per_second(time.monotonic()))
-        return Decision(outcome, retry_after_s=seconds, message=message)
+    def _drop(self, pool: ModelPool, waiter: Waiter, ledger: TenantLedger, outcome: Outcome,
+              retry_after_s: float | None, now: float, message: str) -> Decision:
+        """Refuse a request that was charged and queued."""
+        pool.queue.remove(waiter)
+        ledger.refund(waiter.cost, now)
+        pool.note_demand(waiter.tenant, waiter.weight, waiter.priority, now)
+        self._dispatch(pool, now)  # it may have blocked the line
+        return self._refuse(pool, ledger, outcome, retry_after_s, message, now=now)
+
+    def _refuse(self, pool: ModelPool, ledger: TenantLedger, outcome: Outcome,
+                retry_after_s: float | None, message: str, *, now: float) -> Decision:
+        self._metrics.decided(pool.name, ledger.tenant.name, outcome.value)
+        return Decision(outcome, retry_after_s=retry_after_s, message=message,
+                        limits=ledger.rate_limits(now))
+
+    def _end(self, lease: Lease, usage: Usage | None, now: float, *, released: bool,
+             first_byte_s: float | None = None) -> None:
+        pool = self._pools[lease.model]
+        pool.finish(lease, usage, now, released=released, first_byte_s=first_byte_s)
+        self._tenants.ledger(lease.tenant, now).finish(lease.cost, usage.total if usage else None, now)
+        pool.note_demand(lease.tenant, lease.weight, lease.priority, now)
+        self._dispatch(pool, now)
+
+    def _pool(self, model: str) -> ModelPool:
+        pool = self._pools.get(model)
+        if pool is None:
+            config = self._config
+            capacity = Capacity(kv_fraction=config.kv_budget_fraction, max_sequences=config.max_in_flight,
+                                stale_after_s=config.report_stale_after_s)
+            pool = self._pools[model] = ModelPool(model, capacity, config.fair_share_window_s)
+        return pool
+
+    # ----------------------------------------------------------- background
 
     def _ensure_sweeper(self) -> None:
         if self._sweeper is None or self._sweeper.done():
@@ -164,14 +243,15 @@ class AdmissionController:
 
     async def _sweep_forever(self) -> None:
         while True:
-            await asyncio.sleep(min(5.0, self._config.lease_ttl_s / 4))
-            self.expire(time.monotonic())
+            await asyncio.sleep(min(SWEEP_INTERVAL_S, self._config.lease_ttl_s / 4))
+            now = self._clock()
+            self.expire(now)
+            for pool in self._pools.values():
+                self._dispatch(pool, now)  # replicas may have come or gone
+                self._publish(pool, now)
 
-    def expire(self, now: float) -> int:
-        """Drop leases past their TTL (their holder died); returns how many."""
-        expired = [lease_id for lease_id, lease in self._leases.items() if lease.expires_at <= now]
-        for lease_id in expired:
-            del self._leases[lease_id]
-        if expired:
-            self._wake_waiters()
-        return len(expired)
+    def _publish(self, pool: ModelPool, now: float) -> None:
+        budget = pool.capacity.budget(now)
+        self._metrics.level(pool.name, in_flight_tokens=pool.in_flight, capacity_tokens=budget.tokens,
+                            in_flight_requests=len(pool.leases), queue_length=pool.queue.length,
+                            replicas=budget.replicas)

@@ -170,18 +170,109 @@ class AuthConfig(Strict):
     """Refuse to start when no key is configured (production configs set this)."""
 
 
+class ServiceClass(Strict):
+    """A priority class: how urgently its requests are served and the TTFT they are promised."""
+
+    ttft_slo_s: PositiveFloat
+    """Time to first token promised to admitted requests, in seconds."""
+    priority: NonNegativeInt = 0
+    """Lower is served first; a waiting request of a lower number always goes ahead."""
+    max_queue_wait_s: PositiveFloat | None = None
+    """Longest a request may wait for admission, in seconds (default: 80% of ttft_slo_s;
+    never more than the SLO less the admission-to-first-bytes time routers measure). One
+    that cannot start by then is refused at once."""
+
+    @model_validator(mode="after")
+    def _wait_within_slo(self) -> ServiceClass:
+        if self.max_queue_wait_s is not None and self.max_queue_wait_s > self.ttft_slo_s:
+            raise ValueError("max_queue_wait_s must not exceed ttft_slo_s")
+        return self
+
+    @property
+    def queue_wait_s(self) -> float:
+        return self.max_queue_wait_s if self.max_queue_wait_s is not None else 0.8 * self.ttft_slo_s
+
+
+class TenantLimits(Strict):
+    """Cluster-wide limits of one tenant; unset means unlimited."""
+
+    requests_per_minute: PositiveInt | None = None
+    tokens_per_minute: PositiveInt | None = None
+    """Prompt + max output tokens charged at admission, corrected by the actual usage."""
+    max_concurrent: PositiveInt | None = None
+    """Requests admitted or waiting at once."""
+
+
+class Tenant(Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    name: str = Field(min_length=1)
+    service_class: str | None = Field(default=None, alias="class")
+    """Priority class of the tenant's requests (default: admission.default_class)."""
+    weight: PositiveFloat = 1.0
+    """Share of contended capacity relative to other tenants (fair queueing weight)."""
+    limits: TenantLimits = TenantLimits()
+
+
 class AdmissionConfig(Strict):
+    enabled: bool = True
+    """false: every request goes straight to the engine (for comparison runs only)."""
+    classes: dict[str, ServiceClass] = {"default": ServiceClass(ttft_slo_s=30.0)}
+    default_class: str = "default"
+    tenants: list[Tenant] = []
+    """Tenants named by auth keys; a tenant not listed gets default_class and no limits."""
     max_in_flight: PositiveInt = 512
-    """Requests admitted at once across the cluster."""
+    """Requests admitted at once per model, whatever the replicas report."""
     max_queued: NonNegativeInt = 1024
-    """Requests waiting for admission; more are refused with 503 and Retry-After."""
+    """Requests waiting for admission per model; more are refused with 503 and Retry-After."""
     queue_timeout_s: PositiveFloat = 30.0
-    """How long a request may wait for admission before it is refused."""
+    """Longest any request waits for admission, whatever its class."""
+    kv_budget_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Share of the replicas' reported KV capacity (tokens) that admitted requests may reserve."""
+    report_stale_after_s: PositiveFloat = 3.0
+    """A replica that has not reported its capacity for this long counts as gone (replicas
+    report every 0.5 s)."""
+    fair_share_window_s: PositiveFloat = 10.0
+    """How long a tenant's peak demand keeps room of its fair share reserved for it, in seconds."""
     lease_ttl_s: PositiveFloat = 600.0
     """Admitted capacity returns by itself after this long if nobody releases it."""
+    when_unreachable: Literal["local_limit", "admit", "refuse"] = "local_limit"
+    """What a router does while the controller cannot be reached: admit up to
+    fallback_max_in_flight on its own, admit everything, or refuse with 503."""
     fallback_max_in_flight: PositiveInt = 64
     """Per router: requests it admits on its own while the controller is unreachable."""
+    unreachable_retry_s: PositiveFloat = 2.0
+    """After a failed call, how long a router decides alone before asking the controller again."""
     num_cpus: NonNegativeFloat = 0.1
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AdmissionConfig:
+        problems = []
+        if self.default_class not in self.classes:
+            problems.append(f"default_class {self.default_class!r} is not one of classes {sorted(self.classes)}")
+        names = [tenant.name for tenant in self.tenants]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            problems.append(f"tenant names must be unique, repeated: {repeated}")
+        for tenant in self.tenants:
+            if tenant.service_class is not None and tenant.service_class not in self.classes:
+                problems.append(f"tenant {tenant.name!r}: class {tenant.service_class!r} is not one of "
+                                f"classes {sorted(self.classes)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def tenant(self, name: str) -> Tenant:
+        """The tenant's settings; one not listed gets the default class and no limits."""
+        found = next((tenant for tenant in self.tenants if tenant.name == name), None)
+        return found or Tenant(name=name)
+
+    def class_of(self, tenant: Tenant) -> str:
+        return tenant.service_class or self.default_class
+
+    @property
+    def longest_wait_s(self) -> float:
+        return min(self.queue_timeout_s, max(c.queue_wait_s for c in self.classes.values()))
 
 
 class RouterConfig(Strict):
@@ -237,6 +328,14 @@ class AppConfig(Strict):
         if duplicates:
             raise ValueError(f"model names must be unique, repeated: {duplicates}")
         return models
+
+    @model_validator(mode="after")
+    def _keys_name_known_tenants(self) -> AppConfig:
+        listed = {tenant.name for tenant in self.admission.tenants}
+        unknown = sorted({key.tenant for key in self.auth.keys} - listed - {"default"})
+        if listed and unknown:
+            raise ValueError(f"auth.keys name tenants not listed in admission.tenants: {unknown}")
+        return self
 
     def model(self, name: str) -> ModelConfig | None:
         return next((model for model in self.models if model.name == name), None)

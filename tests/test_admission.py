@@ -1,46 +1,70 @@
-"""The AdmissionController, specified: a global in-flight cap, a FIFO queue, leases with a TTL."""
+"""The AdmissionController, specified: budgets from replica reports, a class- and
+tenant-ordered queue that refuses early, tenant limits, fair shares, leases with a TTL."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 
 import pytest
 
-from serve_app.admission import (
-    OUTCOME_STATUS,
-    AdmissionController,
-    Decision,
-    DrainRate,
-    Outcome,
-    Ticket,
-    retry_after,
-)
+from serve_app.admission import AdmissionController
 from serve_app.config import AdmissionConfig
+from serve_app.outcomes import Decision, Outcome, Ticket, Usage
+from serve_app.protocol import EngineStats
+
+# One replica holding 1000 KV tokens and 4 sequences: a sequence slot is 250 tokens,
+# so requests of 100 tokens are charged 250 and four fit at once.
+REPLICA = EngineStats(kv_capacity_tokens=1000, max_num_seqs=4, max_model_len=1000)
 
 
-def ticket(n: int = 0) -> Ticket:
-    return Ticket(model="m", tenant="t", cost_tokens=100, request_id=f"req-{n}")
+class RecordingMetrics:
+    def __init__(self) -> None:
+        self.decisions: list[tuple[str, str, str]] = []
+        self.queued_count = 0
+        self.waits: list[float] = []
+
+    def decided(self, model: str, tenant: str, outcome: str) -> None:
+        self.decisions.append((model, tenant, outcome))
+
+    def queued(self, model: str, tenant: str) -> None:
+        self.queued_count += 1
+
+    def waited(self, model: str, service_class: str, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def level(self, model: str, **values: float) -> None:
+        pass
+
+
+def ticket(n: int = 0, tenant: str = "t", prompt: int = 50, max_tokens: int = 50,
+           priority_class: str | None = None) -> Ticket:
+    return Ticket("m", tenant, f"req-{n}", prompt, max_tokens, priority_class)
+
+
+def settings(**overrides: object) -> AdmissionConfig:
+    values: dict[str, object] = {"classes": {"default": {"ttft_slo_s": 1.0}}}
+    values.update(overrides)
+    return AdmissionConfig.model_validate(values)
 
 
 @pytest.fixture
 async def make_controller():
-    controllers: list[AdmissionController] = []
+    made: list[AdmissionController] = []
 
-    def make(**settings: object) -> AdmissionController:
-        values = dict(max_in_flight=2, max_queued=4, queue_timeout_s=5.0, lease_ttl_s=60.0)
-        values.update(settings)
-        controller = AdmissionController(AdmissionConfig(**values))
-        controllers.append(controller)
+    async def make(replicas: int = 1, stats: EngineStats = REPLICA, clock=time.monotonic,
+                   **overrides: object) -> AdmissionController:
+        controller = AdmissionController(settings(**overrides), RecordingMetrics(), clock)
+        for n in range(replicas):
+            await controller.report("m", f"replica-{n}", stats)
+        made.append(controller)
         return controller
 
     yield make
-    for controller in controllers:  # stop the background lease sweeper
-        sweeper = controller._sweeper
-        if sweeper is not None:
-            sweeper.cancel()
-            await asyncio.gather(sweeper, return_exceptions=True)
+    for controller in made:  # stop the background sweeper
+        if controller._sweeper is not None:
+            controller._sweeper.cancel()
+            await asyncio.gather(controller._sweeper, return_exceptions=True)
 
 
 async def until(condition, timeout_s: float = 0.5) -> None:
@@ -50,191 +74,432 @@ async def until(condition, timeout_s: float = 0.5) -> None:
         await asyncio.sleep(0.001)
 
 
-async def test_admits_up_to_max_in_flight_at_once(make_controller):
-    controller = make_controller(max_in_flight=3)
-    decisions = [await controller.admit(ticket(n)) for n in range(3)]
+async def fill(controller: AdmissionController, count: int = 4, tenant: str = "t") -> list[Decision]:
+    decisions = [await controller.admit(ticket(n, tenant)) for n in range(count)]
     assert all(decision.admitted for decision in decisions)
-    assert all(decision.outcome is Outcome.ADMITTED for decision in decisions)
-    assert len({decision.lease_id for decision in decisions}) == 3
-    assert controller.snapshot() == {"in_flight": 3, "queued": 0}
+    return decisions
 
 
-async def test_request_over_the_cap_waits_until_a_lease_is_released(make_controller):
-    controller = make_controller(max_in_flight=1)
-    first = await controller.admit(ticket(0))
-    waiting = asyncio.create_task(controller.admit(ticket(1)))
-    await until(lambda: controller.snapshot()["queued"] == 1)
+async def queued(controller: AdmissionController) -> int:
+    return (await controller.snapshot())["queued"]
+
+
+async def learn_hold_time(controller: AdmissionController, seconds: float, tenant: str = "t") -> None:
+    """Grant and release one lease that was held `seconds`, so drain can be foreseen."""
+    lease = (await controller.admit(ticket(999, tenant))).lease_id
+    await asyncio.sleep(seconds)
+    await controller.release_many([lease])
+
+
+# ----------------------------------------------------------------- the budget
+
+
+async def test_the_budget_is_the_replicas_sequence_slots(make_controller):
+    controller = await make_controller()
+    await fill(controller, 4)
+    waiting = asyncio.create_task(controller.admit(ticket(5)))
+    await until(lambda: controller._pools["m"].queue.length == 1)
     assert not waiting.done()
-
-    assert controller.release(first.lease_id) is True
-    second = await asyncio.wait_for(waiting, 0.5)
-    assert second.admitted and second.lease_id != first.lease_id
-    assert controller.snapshot() == {"in_flight": 1, "queued": 0}
+    waiting.cancel()
 
 
-async def test_waiters_are_admitted_in_fifo_order(make_controller):
-    controller = make_controller(max_in_flight=1, max_queued=10)
-    holder = await controller.admit(ticket(0))
+async def test_a_large_request_is_charged_its_tokens_not_a_slot(make_controller):
+    controller = await make_controller()
+    big = await controller.admit(ticket(0, prompt=300, max_tokens=300))  # 600 of 1000 tokens
+    assert big.admitted
+    assert (await controller.admit(ticket(1))).admitted  # one 250-token slot is left
+    waiting = asyncio.create_task(controller.admit(ticket(2)))
+    await until(lambda: controller._pools["m"].queue.length == 1)
+    waiting.cancel()
+
+
+async def test_max_tokens_is_capped_by_the_context_when_charged(make_controller):
+    controller = await make_controller(stats=EngineStats(kv_capacity_tokens=4000, max_num_seqs=4,
+                                                         max_model_len=500))
+    assert (await controller.admit(ticket(0, prompt=100, max_tokens=10_000))).admitted
+    assert (await controller.snapshot())["models"]["m"]["in_flight_tokens"] == 1000  # a slot, not 10100
+
+
+async def test_every_live_replica_adds_to_the_budget(make_controller):
+    controller = await make_controller(replicas=2)
+    await fill(controller, 8)
+    assert (await controller.snapshot())["models"]["m"]["replicas"] == 2
+
+
+async def test_a_replica_that_stops_reporting_drops_out_of_the_budget(make_controller):
+    now = [100.0]
+    controller = await make_controller(replicas=2, clock=lambda: now[0], report_stale_after_s=3.0)
+    now[0] += 2.0
+    await controller.report("m", "replica-0", REPLICA)
+    now[0] += 2.0  # replica-1 last reported 4 s ago
+    snapshot = (await controller.snapshot())["models"]["m"]
+    assert snapshot["replicas"] == 1 and snapshot["budget_tokens"] == 1000
+
+
+async def test_without_any_replica_report_requests_wait_for_capacity(make_controller):
+    controller = await make_controller(replicas=0)
+    waiting = asyncio.create_task(controller.admit(ticket()))
+    await until(lambda: "m" in controller._pools and controller._pools["m"].queue.length == 1)
+    await controller.report("m", "replica-0", REPLICA)
+    assert (await asyncio.wait_for(waiting, 0.5)).admitted
+
+
+async def test_requests_that_waited_for_the_first_report_are_charged_against_it(make_controller):
+    controller = await make_controller(replicas=0)
+    waiting = [asyncio.create_task(controller.admit(ticket(n))) for n in range(6)]
+    await until(lambda: "m" in controller._pools and controller._pools["m"].queue.length == 6)
+    await controller.report("m", "replica-0", REPLICA)  # four sequence slots
+    await until(lambda: sum(task.done() for task in waiting) == 4)
+    assert controller._pools["m"].queue.length == 2
+    for task in waiting:
+        task.cancel()
+
+
+async def test_max_in_flight_caps_the_sequences_whatever_replicas_report(make_controller):
+    controller = await make_controller(max_in_flight=2)
+    await fill(controller, 2)
+    waiting = asyncio.create_task(controller.admit(ticket(3)))
+    await until(lambda: controller._pools["m"].queue.length == 1)
+    waiting.cancel()
+
+
+# ------------------------------------------------------------------ the queue
+
+
+async def test_a_waiting_request_starts_when_a_lease_is_released(make_controller):
+    controller = await make_controller()
+    leases = await fill(controller)
+    waiting = asyncio.create_task(controller.admit(ticket(5)))
+    await until(lambda: controller._pools["m"].queue.length == 1)
+    assert await controller.release_many([leases[0].lease_id]) == 1
+    decision = await asyncio.wait_for(waiting, 0.5)
+    assert decision.admitted and decision.lease_id not in {lease.lease_id for lease in leases}
+    assert controller._metrics.queued_count == 1 and len(controller._metrics.waits) == 1
+
+
+async def test_waiters_of_one_class_and_tenant_start_in_arrival_order(make_controller):
+    controller = await make_controller()
+    leases = [decision.lease_id for decision in await fill(controller)]
     order: list[int] = []
 
-    async def wait_then_record(n: int) -> Decision:
-        decision = await controller.admit(ticket(n))
+    async def wait_then_record(n: int) -> None:
+        await controller.admit(ticket(n))
         order.append(n)
-        return decision
 
     tasks = []
-    for n in range(1, 5):
+    for n in range(10, 13):
         tasks.append(asyncio.create_task(wait_then_record(n)))
-        await until(lambda n=n: controller.snapshot()["queued"] == n)
-
-    lease = holder.lease_id
-    for expected in range(1, 5):
-        controller.release(lease)
-        decision = await asyncio.wait_for(tasks[expected - 1], 0.5)
-        lease = decision.lease_id
-        assert order == list(range(1, expected + 1))
+        await until(lambda n=n: controller._pools["m"].queue.length == n - 9)
+    for lease in leases[:3]:
+        await controller.release_many([lease])
+    await asyncio.wait_for(asyncio.gather(*tasks), 0.5)
+    assert order == [10, 11, 12]
 
 
-async def test_full_queue_refuses_with_retry_after(make_controller):
-    controller = make_controller(max_in_flight=1, max_queued=1)
-    await controller.admit(ticket(0))
-    queued = asyncio.create_task(controller.admit(ticket(1)))
-    await until(lambda: controller.snapshot()["queued"] == 1)
-
-    refused = await controller.admit(ticket(2))
-    assert refused.outcome is Outcome.QUEUE_FULL
-    assert not refused.admitted and refused.lease_id is None
-    assert refused.retry_after_s is not None and refused.retry_after_s >= 1
-    assert refused.message
-    assert controller.snapshot() == {"in_flight": 1, "queued": 1}
-    queued.cancel()
-    await asyncio.gather(queued, return_exceptions=True)
-
-
-async def test_zero_queue_refuses_as_soon_as_capacity_is_used(make_controller):
-    controller = make_controller(max_in_flight=1, max_queued=0)
-    await controller.admit(ticket(0))
-    assert (await controller.admit(ticket(1))).outcome is Outcome.QUEUE_FULL
+async def test_a_higher_class_goes_ahead_of_earlier_waiters(make_controller):
+    controller = await make_controller(
+        classes={"interactive": {"ttft_slo_s": 1.0}, "batch": {"ttft_slo_s": 5.0, "priority": 1}},
+        default_class="interactive",
+        tenants=[{"name": "nightly", "class": "batch"}, {"name": "chat", "class": "interactive"}])
+    leases = await fill(controller, tenant="chat")
+    batch = asyncio.create_task(controller.admit(ticket(10, "nightly")))
+    await until(lambda: controller._pools["m"].queue.length == 1)
+    chat = asyncio.create_task(controller.admit(ticket(11, "chat")))
+    await until(lambda: controller._pools["m"].queue.length == 2)
+    await controller.release_many([leases[0].lease_id])
+    assert (await asyncio.wait_for(chat, 0.5)).admitted
+    assert not batch.done()
+    batch.cancel()
 
 
-async def test_waiting_past_the_queue_timeout_is_refused(make_controller):
-    controller = make_controller(max_in_flight=1, queue_timeout_s=0.05)
-    await controller.admit(ticket(0))
+async def test_a_request_may_lower_its_priority_but_not_raise_it(make_controller):
+    controller = await make_controller(
+        classes={"interactive": {"ttft_slo_s": 1.0}, "batch": {"ttft_slo_s": 5.0, "priority": 1}},
+        default_class="interactive", tenants=[{"name": "nightly", "class": "batch"}])
+    assert controller._service_class(controller._config.tenant("t"), "batch") == "batch"
+    assert controller._service_class(controller._config.tenant("nightly"), "interactive") == "batch"
+    assert controller._service_class(controller._config.tenant("t"), None) == "interactive"
+
+
+async def test_a_request_that_cannot_start_before_its_deadline_is_refused_at_once(make_controller):
+    controller = await make_controller(classes={"default": {"ttft_slo_s": 0.6, "max_queue_wait_s": 0.5}})
+    await learn_hold_time(controller, 0.3)  # each lease is held ~0.3 s
+    await fill(controller)
+    # Four leases end in ~0.3 s, then the four waiters' leases: the 9th would start after ~0.6 s.
+    waiters = [asyncio.create_task(controller.admit(ticket(n))) for n in range(10, 14)]
+    await until(lambda: controller._pools["m"].queue.length == 4)
     started = time.monotonic()
-    decision = await controller.admit(ticket(1))
-    assert decision.outcome is Outcome.QUEUE_TIMEOUT
-    assert decision.lease_id is None
-    assert decision.retry_after_s is not None and decision.retry_after_s >= 1
-    assert 0.04 <= time.monotonic() - started < 0.5
-    assert controller.snapshot() == {"in_flight": 1, "queued": 0}
+    refused = await controller.admit(ticket(20))
+    assert time.monotonic() - started < 0.05
+    assert refused.outcome is Outcome.OVERLOADED and refused.status == 503
+    assert refused.lease_id is None and "overloaded" in refused.message
+    assert 0.5 < refused.retry_after_s < 1.0
+    for waiter in waiters:
+        waiter.cancel()
 
 
-async def test_releasing_an_unknown_lease_returns_false(make_controller):
-    controller = make_controller()
-    assert controller.release("no-such-lease") is False
-
-
-async def test_releasing_twice_returns_false_the_second_time(make_controller):
-    controller = make_controller()
-    lease = (await controller.admit(ticket())).lease_id
-    assert controller.release(lease) is True
-    assert controller.release(lease) is False
-    assert controller.snapshot()["in_flight"] == 0
-
-
-async def test_expire_drops_only_leases_past_their_ttl(make_controller):
-    controller = make_controller(max_in_flight=4, lease_ttl_s=10.0)
-    await controller.admit(ticket(0))
-    await controller.admit(ticket(1))
-    now = time.monotonic()
-    assert controller.expire(now) == 0
-    assert controller.snapshot()["in_flight"] == 2
-    assert controller.expire(now + 11.0) == 2
-    assert controller.snapshot()["in_flight"] == 0
-
-
-async def test_expired_lease_can_no_longer_be_released(make_controller):
-    controller = make_controller(lease_ttl_s=1.0)
-    lease = (await controller.admit(ticket())).lease_id
-    controller.expire(time.monotonic() + 2.0)
-    assert controller.release(lease) is False
-
-
-async def test_expire_wakes_waiters(make_controller):
-    controller = make_controller(max_in_flight=1, lease_ttl_s=1.0)
-    await controller.admit(ticket(0))
-    waiting = asyncio.create_task(controller.admit(ticket(1)))
-    await until(lambda: controller.snapshot()["queued"] == 1)
-    assert controller.expire(time.monotonic() + 2.0) == 1
+async def test_a_request_that_can_start_in_time_waits(make_controller):
+    controller = await make_controller(classes={"default": {"ttft_slo_s": 1.0}})
+    await learn_hold_time(controller, 0.1)
+    leases = await fill(controller)
+    waiting = asyncio.create_task(controller.admit(ticket(10)))
+    await until(lambda: controller._pools["m"].queue.length == 1)
+    await asyncio.sleep(0.05)
+    await controller.release_many([leases[0].lease_id])
     assert (await asyncio.wait_for(waiting, 0.5)).admitted
-    assert controller.snapshot() == {"in_flight": 1, "queued": 0}
 
 
-async def test_cancelled_waiter_leaves_the_queue(make_controller):
-    controller = make_controller(max_in_flight=1)
-    holder = await controller.admit(ticket(0))
-    waiting = asyncio.create_task(controller.admit(ticket(1)))
-    await until(lambda: controller.snapshot()["queued"] == 1)
+async def test_waiting_past_the_deadline_is_refused_with_a_queue_timeout(make_controller):
+    controller = await make_controller(classes={"default": {"ttft_slo_s": 0.1, "max_queue_wait_s": 0.05}})
+    await fill(controller)  # nothing released yet: the drain cannot be foreseen
+    started = time.monotonic()
+    decision = await controller.admit(ticket(5))
+    assert decision.outcome is Outcome.QUEUE_TIMEOUT
+    assert 0.04 <= time.monotonic() - started < 0.5
+    assert await queued(controller) == 0
+
+
+async def test_queue_timeout_bounds_every_class(make_controller):
+    controller = await make_controller(classes={"default": {"ttft_slo_s": 60.0}}, queue_timeout_s=0.05)
+    await fill(controller)
+    assert (await controller.admit(ticket(5))).outcome is Outcome.QUEUE_TIMEOUT
+
+
+async def test_a_full_queue_refuses_with_retry_after(make_controller):
+    controller = await make_controller(max_queued=1)
+    await fill(controller)
+    first = asyncio.create_task(controller.admit(ticket(5)))
+    await until(lambda: controller._pools["m"].queue.length == 1)
+    refused = await controller.admit(ticket(6))
+    assert refused.outcome is Outcome.QUEUE_FULL and refused.status == 503
+    assert await queued(controller) == 1
+    first.cancel()
+
+
+async def test_a_cancelled_waiter_leaves_the_queue_and_its_tenant_is_refunded(make_controller):
+    controller = await make_controller(tenants=[{"name": "t", "limits": {"max_concurrent": 5}}])
+    leases = await fill(controller)
+    waiting = asyncio.create_task(controller.admit(ticket(5)))
+    await until(lambda: controller._pools["m"].queue.length == 1)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    assert controller.snapshot() == {"in_flight": 1, "queued": 0}
-    controller.release(holder.lease_id)
-    assert controller.snapshot() == {"in_flight": 0, "queued": 0}
+    assert await queued(controller) == 0
+    await controller.release_many([leases[0].lease_id])
+    assert (await controller.admit(ticket(6))).admitted  # 5th concurrent request is allowed again
 
 
-async def test_waiter_cancelled_as_it_is_granted_hands_its_lease_back(make_controller):
-    controller = make_controller(max_in_flight=1)
-    holder = await controller.admit(ticket(0))
-    waiting = asyncio.create_task(controller.admit(ticket(1)))
-    await until(lambda: controller.snapshot()["queued"] == 1)
-    controller.release(holder.lease_id)  # grants the waiter ...
+async def test_a_waiter_cancelled_as_it_is_granted_hands_its_lease_back(make_controller):
+    controller = await make_controller()
+    leases = await fill(controller)
+    waiting = asyncio.create_task(controller.admit(ticket(5)))
+    await until(lambda: controller._pools["m"].queue.length == 1)
+    await controller.release_many([leases[0].lease_id])  # grants the waiter ...
     waiting.cancel()  # ... which gives up before it runs again
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    assert controller.snapshot() == {"in_flight": 0, "queued": 0}
+    assert (await controller.snapshot())["in_flight"] == 3
 
 
-def test_every_outcome_has_an_http_status():
-    assert set(OUTCOME_STATUS) == set(Outcome)
-    assert OUTCOME_STATUS[Outcome.ADMITTED] == 200
-    for outcome in set(Outcome) - {Outcome.ADMITTED}:
-        assert OUTCOME_STATUS[outcome] == 503
+# -------------------------------------------------------------------- tenants
 
 
-@pytest.mark.parametrize(
-    ("waiting", "drain", "expected"),
-    [
-        (0, 0.0, 5),
-        (1000, 0.0, 5),
-        (10, -1.0, 5),
-        (0, 1000.0, 1),
-        (0, 1.0, 1),
-        (9, 1.0, 10),
-        (4, 2.0, 3),
-        (10_000, 1.0, 60),
-        (10_000, 0.01, 60),
-    ],
-)
-def test_retry_after_is_whole_seconds_between_1_and_60(waiting, drain, expected):
-    assert retry_after(waiting, drain) == expected
+async def test_requests_per_minute_are_limited_per_tenant_with_429(make_controller):
+    controller = await make_controller(tenants=[{"name": "t", "limits": {"requests_per_minute": 2}}])
+    first, second = await controller.admit(ticket(0)), await controller.admit(ticket(1))
+    assert first.limits.remaining_requests == 1 and second.limits.remaining_requests == 0
+    refused = await controller.admit(ticket(2))
+    assert refused.outcome is Outcome.REQUESTS_PER_MINUTE and refused.status == 429
+    assert 25 <= refused.retry_after_s <= 30  # one request refills every 30 s
+    assert refused.limits.limit_requests == 2
+    assert (await controller.admit(ticket(3, tenant="other"))).admitted
 
 
-def test_drain_rate_counts_completions_in_its_window():
-    rate = DrainRate(window_s=10.0)
-    assert rate.per_second(100.0) == 0.0
-    for t in (100.0, 101.0, 102.0, 103.0, 104.0):
-        rate.record(t)
-    assert rate.per_second(104.0) == pytest.approx(0.5)
-    assert rate.per_second(112.5) == pytest.approx(0.2)  # 100..102 fell out of the window
-    assert rate.per_second(200.0) == 0.0
+async def test_tokens_per_minute_count_the_prompt_and_max_output(make_controller):
+    controller = await make_controller(tenants=[{"name": "t", "limits": {"tokens_per_minute": 250}}])
+    admitted = await controller.admit(ticket(0, prompt=50, max_tokens=100))
+    assert admitted.limits.limit_tokens == 250 and admitted.limits.remaining_tokens == 100
+    refused = await controller.admit(ticket(1, prompt=50, max_tokens=100))
+    assert refused.outcome is Outcome.TOKENS_PER_MINUTE and refused.status == 429
+    assert refused.retry_after_s > 0
 
 
-async def test_releases_feed_the_retry_after_estimate(make_controller):
-    controller = make_controller(max_in_flight=1, max_queued=0)
-    for n in range(30):
-        controller.release((await controller.admit(ticket(n))).lease_id)
-    await controller.admit(ticket(99))
-    refused = await controller.admit(ticket(100))
-    assert refused.outcome is Outcome.QUEUE_FULL
-    assert refused.retry_after_s == 1  # 30 completions in the 30 s window: ~1/s, nobody waiting
+async def test_tokens_are_corrected_by_what_the_request_used(make_controller):
+    controller = await make_controller(tenants=[{"name": "t", "limits": {"tokens_per_minute": 250}}])
+    admitted = await controller.admit(ticket(0, prompt=50, max_tokens=100))
+    await controller.release_many([(admitted.lease_id, Usage(50, 10))])  # 90 tokens unused
+    again = await controller.admit(ticket(1, prompt=50, max_tokens=100))
+    assert again.admitted and again.limits.remaining_tokens == 40
+
+
+async def test_a_request_larger_than_the_tokens_per_minute_is_refused_without_retry(make_controller):
+    controller = await make_controller(tenants=[{"name": "t", "limits": {"tokens_per_minute": 100}}])
+    refused = await controller.admit(ticket(0, prompt=50, max_tokens=100))
+    assert refused.outcome is Outcome.TOO_LARGE and refused.status == 429
+    assert "too large" in refused.message
+
+
+async def test_concurrent_requests_are_limited_per_tenant(make_controller):
+    controller = await make_controller(tenants=[{"name": "t", "limits": {"max_concurrent": 2}}])
+    first = await controller.admit(ticket(0))
+    await controller.admit(ticket(1))
+    assert (await controller.admit(ticket(2))).outcome is Outcome.CONCURRENCY
+    await controller.release_many([first.lease_id])
+    assert (await controller.admit(ticket(3))).admitted
+
+
+async def test_a_tenant_without_limits_gets_no_rate_limit_values(make_controller):
+    controller = await make_controller()
+    assert (await controller.admit(ticket())).limits is None
+
+
+async def test_refusals_from_the_queue_give_the_tenants_charge_back(make_controller):
+    controller = await make_controller(classes={"default": {"ttft_slo_s": 0.1, "max_queue_wait_s": 0.02}},
+                                       tenants=[{"name": "t", "limits": {"requests_per_minute": 6}}])
+    await fill(controller)
+    assert (await controller.admit(ticket(5))).outcome is Outcome.QUEUE_TIMEOUT
+    assert (await controller.admit(ticket(6, tenant="x"))).outcome is Outcome.QUEUE_TIMEOUT
+    refused = await controller.admit(ticket(7))
+    assert refused.limits.remaining_requests == 2  # 6 - 4 admitted; the timed-out one was refunded
+
+
+# ------------------------------------------------------------------- fairness
+
+
+async def test_a_light_tenant_goes_ahead_of_a_flooding_tenants_backlog(make_controller):
+    controller = await make_controller(max_queued=100, fair_share_window_s=60.0)
+    leases = [decision.lease_id for decision in await fill(controller, tenant="flood")]
+    backlog = [asyncio.create_task(controller.admit(ticket(n, "flood"))) for n in range(10, 15)]
+    await until(lambda: controller._pools["m"].queue.length == 5)
+    light = asyncio.create_task(controller.admit(ticket(20, "light")))
+    await until(lambda: controller._pools["m"].queue.length == 6)
+    await controller.release_many(leases[:1])
+    assert (await asyncio.wait_for(light, 0.5)).admitted
+    assert sum(task.done() for task in backlog) == 0
+    for task in backlog:
+        task.cancel()
+
+
+async def test_a_tenant_over_its_share_cannot_take_the_room_an_active_tenant_is_owed(make_controller):
+    controller = await make_controller(
+        stats=EngineStats(kv_capacity_tokens=2000, max_num_seqs=8, max_model_len=1000))
+    # light ran two requests at once lately: of its share (half), that and half again is kept
+    light = [await controller.admit(ticket(n, "light")) for n in range(2)]
+    await controller.release_many([decision.lease_id for decision in light])
+    flood = [await controller.admit(ticket(n, "flood")) for n in range(2, 7)]
+    assert all(decision.admitted for decision in flood)  # 8 slots - 3 kept
+    over = asyncio.create_task(controller.admit(ticket(9, "flood")))
+    await until(lambda: controller._pools["m"].queue.length == 1)
+    started = time.monotonic()
+    assert (await controller.admit(ticket(10, "light"))).admitted  # starts at once, the room was kept
+    assert time.monotonic() - started < 0.05
+    over.cancel()
+
+
+async def test_alone_a_tenant_may_use_the_whole_budget(make_controller):
+    controller = await make_controller()
+    await fill(controller, 4, tenant="flood")
+
+
+async def test_shares_follow_tenant_weights(make_controller):
+    controller = await make_controller(
+        stats=EngineStats(kv_capacity_tokens=2000, max_num_seqs=8, max_model_len=1000),
+        tenants=[{"name": "heavy", "weight": 3.0}])
+    light = [await controller.admit(ticket(n, "light")) for n in range(4)]  # light's demand: 4 slots
+    await controller.release_many([decision.lease_id for decision in light])
+    heavy = [await controller.admit(ticket(n, "heavy")) for n in range(4, 10)]  # its 3/4: six slots
+    assert all(decision.admitted for decision in heavy)
+    over = asyncio.create_task(controller.admit(ticket(9, "heavy")))
+    await until(lambda: controller._pools["m"].queue.length == 1)
+    over.cancel()
+
+
+# --------------------------------------------------------------------- leases
+
+
+async def test_releasing_an_unknown_or_released_lease_counts_nothing(make_controller):
+    controller = await make_controller()
+    lease = (await controller.admit(ticket())).lease_id
+    assert await controller.release_many([lease, "no-such-lease"]) == 1
+    assert await controller.release_many([lease]) == 0
+
+
+async def test_expire_drops_only_leases_past_their_ttl_and_wakes_waiters(make_controller):
+    controller = await make_controller(lease_ttl_s=10.0, report_stale_after_s=60.0)
+    await fill(controller)
+    waiting = asyncio.create_task(controller.admit(ticket(5)))
+    await until(lambda: controller._pools["m"].queue.length == 1)
+    now = time.monotonic()
+    assert controller.expire(now) == 0
+    assert controller.expire(now + 11.0) == 4
+    assert (await asyncio.wait_for(waiting, 0.5)).admitted
+    assert (await controller.snapshot())["in_flight"] == 1
+
+
+async def test_an_expired_lease_can_no_longer_be_released(make_controller):
+    controller = await make_controller(lease_ttl_s=1.0)
+    lease = (await controller.admit(ticket())).lease_id
+    controller.expire(time.monotonic() + 2.0)
+    assert await controller.release_many([lease]) == 0
+    assert (await controller.snapshot())["models"]["m"]["in_flight_tokens"] == 0
+
+
+async def test_usage_teaches_the_prompt_estimate(make_controller):
+    controller = await make_controller()
+    for n in range(40):
+        lease = (await controller.admit(ticket(n, prompt=100))).lease_id
+        await controller.release_many([(lease, Usage(prompt_tokens=150, completion_tokens=50))])
+    assert 1.3 < (await controller.snapshot())["models"]["m"]["prompt_scale"] <= 1.5
+
+
+# -------------------------------------------------------------------- metrics
+
+
+async def test_every_decision_is_counted_by_model_tenant_and_outcome(make_controller):
+    controller = await make_controller(tenants=[{"name": "t", "limits": {"max_concurrent": 1}}])
+    await controller.admit(ticket(0))
+    await controller.admit(ticket(1))
+    assert controller._metrics.decisions == [("m", "t", "admitted"), ("m", "t", "concurrency_limit_exceeded")]
+
+
+async def test_longer_requests_are_foreseen_to_hold_their_capacity_longer(make_controller):
+    controller = await make_controller(classes={"default": {"ttft_slo_s": 0.5, "max_queue_wait_s": 0.3}})
+    await learn_hold_time(controller, 0.1)  # 50 output tokens in 0.1 s
+    for n in range(4):  # 200 output tokens: each should take ~0.4 s
+        assert (await controller.admit(ticket(n, prompt=10, max_tokens=200))).admitted
+    started = time.monotonic()
+    refused = await controller.admit(ticket(9, max_tokens=5))
+    assert refused.outcome is Outcome.OVERLOADED and time.monotonic() - started < 0.05
+
+
+async def test_room_is_kept_for_a_tenant_only_within_the_fair_share_window(make_controller):
+    now = [100.0]
+    controller = await make_controller(clock=lambda: now[0], fair_share_window_s=10.0,
+                                       report_stale_after_s=1e9)
+    light = [await controller.admit(ticket(n, "light")) for n in range(2)]
+    await controller.release_many([decision.lease_id for decision in light])
+    now[0] += 11.0  # light has been quiet for longer than the window
+    await fill(controller, 4, tenant="flood")
+
+
+async def test_the_engines_time_to_first_bytes_is_kept_out_of_the_wait(make_controller):
+    controller = await make_controller(classes={"default": {"ttft_slo_s": 1.0}})
+    for n in range(20):  # routers saw first bytes ~0.7 s after admission
+        lease = (await controller.admit(ticket(n))).lease_id
+        await controller.release_many([(lease, Usage(50, 50), 0.7)])
+    await fill(controller)
+    started = time.monotonic()
+    decision = await controller.admit(ticket(99))  # may wait only ~0.3 s, not 0.8 s
+    assert decision.outcome is Outcome.QUEUE_TIMEOUT
+    assert 0.2 < time.monotonic() - started < 0.5
+
+
+async def test_a_tenant_refused_for_want_of_room_gets_the_next_room_kept_for_it(make_controller):
+    controller = await make_controller(classes={"default": {"ttft_slo_s": 0.5, "max_queue_wait_s": 0.3}})
+    await learn_hold_time(controller, 0.1, "flood")  # 50 output tokens in 0.1 s
+    flood = [await controller.admit(ticket(n, "flood", prompt=10, max_tokens=200)) for n in range(4)]
+    assert all(decision.admitted for decision in flood)
+    assert (await controller.admit(ticket(10, "light"))).outcome is Outcome.OVERLOADED  # ~0.4 s to a slot
+    await controller.release_many([flood[0].lease_id])
+    assert not (await controller.admit(ticket(11, "flood"))).admitted  # the freed slot is kept for light
+    assert (await controller.admit(ticket(12, "light"))).admitted

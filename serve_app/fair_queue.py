@@ -1,0 +1,110 @@
+"""Requests waiting for one model's capacity, in the order they will be served.
+
+Order: by class priority (strictly); within a class, the tenant whose virtual
+token counter is lowest goes first (its counter grows by the budget tokens it is
+granted, divided by its weight, so capacity is shared by weighted token cost);
+within a tenant, first come first served. A tenant that starts waiting is lifted
+to the lowest counter among those already waiting in its class, so idle time
+banks no credit against them (as in VTC, Sheng et al., OSDI 2024).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from serve_app.outcomes import Decision, Ticket
+
+
+@dataclass(eq=False)
+class Waiter:
+    ticket: Ticket
+    service_class: str
+    priority: int
+    weight: float
+    cost: int
+    """Tokens: prompt + max output."""
+    output_tokens: int
+    charge: float
+    """Budget tokens it will hold (at least a sequence slot's share)."""
+    deadline: float
+    arrived: float
+    future: asyncio.Future[Decision] | None = field(default=None, repr=False)
+
+    @property
+    def tenant(self) -> str:
+        return self.ticket.tenant
+
+
+class FairQueue:
+    def __init__(self) -> None:
+        self._classes: dict[int, dict[str, deque[Waiter]]] = {}
+        self.counters: dict[str, float] = {}
+        self._charge: dict[tuple[int, str], float] = {}  # queued budget tokens per class and tenant
+        self.length = 0
+
+    def push(self, waiter: Waiter) -> None:
+        tenants = self._classes.setdefault(waiter.priority, {})
+        line = tenants.get(waiter.tenant)
+        if line is None:
+            self._lift(waiter.tenant, tenants)
+            line = tenants[waiter.tenant] = deque()
+        line.append(waiter)
+        self.length += 1
+        key = (waiter.priority, waiter.tenant)
+        self._charge[key] = self._charge.get(key, 0.0) + waiter.charge
+
+    def remove(self, waiter: Waiter) -> bool:
+        tenants = self._classes.get(waiter.priority, {})
+        line = tenants.get(waiter.tenant)
+        if line is None or waiter not in line:
+            return False
+        line.remove(waiter)
+        self.length -= 1
+        if line:
+            self._charge[waiter.priority, waiter.tenant] -= waiter.charge
+            return True
+        del tenants[waiter.tenant], self._charge[waiter.priority, waiter.tenant]
+        if not tenants:
+            del self._classes[waiter.priority]
+        return True
+
+    def queued(self, tenant: str) -> float:
+        """Budget tokens the tenant has waiting, in every class."""
+        return sum(charge for (_, name), charge in self._charge.items() if name == tenant)
+
+    def served(self, tenant: str, charge: float, weight: float) -> None:
+        self.counters[tenant] = self.counters.get(tenant, 0.0) + charge / weight
+
+    def heads(self) -> Iterator[Waiter]:
+        """The first waiter of each tenant, in the order they would be served."""
+        for priority in sorted(self._classes):
+            tenants = self._classes[priority]
+            order = sorted(tenants, key=lambda name: (self.counters.get(name, 0.0), tenants[name][0].arrived))
+            for name in order:
+                yield tenants[name][0]
+
+    def __iter__(self) -> Iterator[Waiter]:
+        for tenants in self._classes.values():
+            for line in tenants.values():
+                yield from line
+
+    def charge_ahead(self, waiter: Waiter) -> float:
+        """Budget tokens that will be granted before `waiter` (it must be the last of its tenant)."""
+        ahead = sum(charge for (priority, _), charge in self._charge.items() if priority < waiter.priority)
+        own_ahead = self._charge[waiter.priority, waiter.tenant] - waiter.charge
+        # Others in the class are served until their counters pass the one this tenant
+        # will have when its earlier requests are through.
+        passing = self.counters.get(waiter.tenant, 0.0) + own_ahead / waiter.weight
+        for name, line in self._classes.get(waiter.priority, {}).items():
+            if name != waiter.tenant:
+                queued = self._charge[waiter.priority, name]
+                ahead += min(queued, max(0.0, passing - self.counters.get(name, 0.0)) * line[0].weight)
+        return ahead + own_ahead
+
+    def _lift(self, tenant: str, same_class: dict[str, deque[Waiter]]) -> None:
+        waiting = [self.counters.get(name, 0.0) for name in same_class]
+        if waiting:
+            self.counters[tenant] = max(self.counters.get(tenant, 0.0), min(waiting))

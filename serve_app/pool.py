@@ -1,0 +1,197 @@
+"""One model's admission state: its leases, its waiting requests and its tenants' shares.
+
+Capacity is counted in budget tokens (see `Budget.charge`). A tenant within its
+weighted share of the budget may use any free capacity; a tenant beyond it may
+only borrow what the other recently active tenants are not entitled to, so a
+tenant that floods cannot take the room a lighter one needs to start at once.
+The shares are among tenants active within the fair-share window, each reserving
+no more than its recent peak demand and half again; room is kept only for tenants of the same or
+a higher priority class (a lower class never holds back a higher one).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+from serve_app.capacity import Budget, Capacity
+from serve_app.estimates import PeakWindow, Spread
+from serve_app.fair_queue import FairQueue, Waiter
+from serve_app.outcomes import Ticket, Usage
+
+PACE_SMOOTHING = 0.1
+MIN_PACE_TOKENS = 4
+START_SMOOTHING = 0.05
+PROMPT_SMOOTHING = 0.05
+PROMPT_SCALE_RANGE = (0.25, 4.0)
+BURST_HEADROOM = 1.5  # room kept for a tenant: its recent peak and half again, for its next burst
+
+
+@dataclass(eq=False)
+class Lease:
+    lease_id: str
+    model: str
+    tenant: str
+    weight: float
+    priority: int
+    cost: int
+    charge: float
+    floor: float
+    """The least budget tokens any request held when this one was granted (a slot)."""
+    prompt_estimate: int
+    output_tokens: int
+    """Most tokens it may generate: how long it is held scales with them."""
+    granted_at: float
+    expires_at: float
+
+
+class Fit(Enum):
+    FITS = "fits"
+    NO_ROOM = "no_room"
+    OVER_SHARE = "over_share"
+
+
+class ModelPool:
+    def __init__(self, name: str, capacity: Capacity, fair_share_window_s: float) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.queue = FairQueue()
+        self.leases: dict[str, Lease] = {}  # in grant order: the oldest is expected to end first
+        self.in_flight = 0.0
+        self.token_s: float | None = None
+        """Smoothed seconds a lease is held per output token, grant to release."""
+        self.prompt_scale = 1.0
+        """Engine-counted prompt tokens per router-estimated one, learned from usage."""
+        self.first_byte = Spread(START_SMOOTHING)
+        """Seconds from admission to the engine's first bytes, as routers measure them: the
+        part of a TTFT SLO that waiting in the queue cannot use."""
+        self._held: dict[str, float] = {}
+        self._demand: dict[str, PeakWindow] = {}
+        self._weights: dict[str, float] = {}
+        self._priorities: dict[str, int] = {}  # of each tenant's latest request
+        self._window_s = fair_share_window_s
+
+    def cost(self, ticket: Ticket, budget: Budget) -> tuple[int, int]:
+        """Prompt tokens (calibrated estimate) and max output, the output capped by the context."""
+        prompt = max(1, math.ceil(ticket.prompt_tokens * self.prompt_scale))
+        output = ticket.max_tokens
+        if budget.max_model_len:
+            output = max(1, min(output, budget.max_model_len - prompt))
+        return prompt, output
+
+    # ------------------------------------------------------------ fair shares
+
+    def fit(self, waiter: Waiter, budget: Budget, now: float) -> Fit:
+        # Charged against the budget of now: one foreseen when no replica had reported
+        # would let a crowd of requests in as if sequences were free.
+        charge = budget.charge(waiter.cost)
+        room = budget.tokens - self.in_flight
+        if not budget.tokens or charge > room + 1e-6:
+            return Fit.NO_ROOM
+        if charge + self.reserved_for_others(waiter, budget, now) <= room + 1e-6:
+            return Fit.FITS
+        return Fit.OVER_SHARE
+
+    def reserved_for_others(self, waiter: Waiter, budget: Budget, now: float) -> float:
+        """Room kept for other tenants' shares, if `waiter` would take its tenant past its own."""
+        active = self._active(budget, now)
+        total_weight = sum(self._weights[name] for name in active) or 1.0
+        held = self._held.get(waiter.tenant, 0.0)
+        if held + budget.charge(waiter.cost) <= budget.tokens * waiter.weight / total_weight + 1e-6:
+            return 0.0
+        return sum(max(0.0, min(budget.tokens * self._weights[name] / total_weight, BURST_HEADROOM * demand)
+                       - self._held.get(name, 0.0))
+                   for name, demand in active.items()
+                   if name != waiter.tenant and self._priorities[name] <= waiter.priority)
+
+    def _active(self, budget: Budget, now: float) -> dict[str, float]:
+        """Tenants whose demand in the window is at least half a sequence slot."""
+        active, gone = {}, []
+        for name in self._demand:
+            demand = self._demand_of(name, now)
+            if demand >= 0.5 * budget.slot_tokens:
+                active[name] = demand
+            elif not self._held.get(name) and not self.queue.queued(name):
+                gone.append(name)
+        for name in gone:
+            del self._demand[name]
+        return active
+
+    def _demand_of(self, tenant: str, now: float) -> float:
+        current = self._held.get(tenant, 0.0) + self.queue.queued(tenant)
+        window = self._demand.get(tenant)
+        return max(current, window.peak(now)) if window else current
+
+    def note_demand(self, tenant: str, weight: float, priority: int, now: float, asking: float = 0.0) -> None:
+        """Note what the tenant holds and waits for, plus what it is `asking` for now: a request
+        refused for want of room still shows the tenant wants its share."""
+        self._weights[tenant], self._priorities[tenant] = weight, priority
+        window = self._demand.get(tenant)
+        if window is None:
+            window = self._demand[tenant] = PeakWindow(self._window_s, now)
+        window.note(self._held.get(tenant, 0.0) + self.queue.queued(tenant) + asking, now)
+
+    # ---------------------------------------------------------------- leases
+
+    def grant(self, waiter: Waiter, lease_id: str, budget: Budget, now: float, ttl_s: float) -> Lease:
+        lease = Lease(lease_id, self.name, waiter.tenant, waiter.weight, waiter.priority, waiter.cost,
+                      budget.charge(waiter.cost), budget.slot_tokens, waiter.ticket.prompt_tokens, waiter.output_tokens,
+                      now, now + ttl_s)
+        self.leases[lease_id] = lease
+        self.in_flight += lease.charge
+        self._held[lease.tenant] = self._held.get(lease.tenant, 0.0) + lease.charge
+        self.queue.served(lease.tenant, lease.charge, lease.weight)
+        self.note_demand(lease.tenant, lease.weight, lease.priority, now)
+        return lease
+
+    def finish(self, lease: Lease, usage: Usage | None, now: float, *, released: bool = True,
+               first_byte_s: float | None = None) -> None:
+        del self.leases[lease.lease_id]
+        self.in_flight = max(0.0, self.in_flight - lease.charge)
+        self._held[lease.tenant] = max(0.0, self._held[lease.tenant] - lease.charge)
+        generated = usage.completion_tokens if usage is not None else lease.output_tokens
+        # An expired lease says nothing about how long requests take, nor does a very short
+        # one, whose time is mostly the fixed cost of starting (a readiness probe, say).
+        if released and generated >= MIN_PACE_TOKENS:
+            pace = (now - lease.granted_at) / generated
+            self.token_s = pace if self.token_s is None else self.token_s + PACE_SMOOTHING * (pace - self.token_s)
+        if usage is not None:
+            self._learn(lease, usage)
+        if first_byte_s is not None:
+            self.first_byte.note(first_byte_s)
+
+    def _learn(self, lease: Lease, usage: Usage) -> None:
+        if usage.prompt_tokens and lease.prompt_estimate:
+            ratio = usage.prompt_tokens / lease.prompt_estimate
+            scale = self.prompt_scale + PROMPT_SMOOTHING * (ratio - self.prompt_scale)
+            self.prompt_scale = min(max(scale, PROMPT_SCALE_RANGE[0]), PROMPT_SCALE_RANGE[1])
+        used = max(float(usage.total), lease.floor)
+        self.queue.served(lease.tenant, used - lease.charge, lease.weight)
+
+    # -------------------------------------------------------------- foresight
+
+    def need(self, waiter: Waiter, budget: Budget, now: float) -> float:
+        """Budget tokens that must be released before `waiter` can start (it is queued last)."""
+        ahead = self.queue.charge_ahead(waiter)
+        reserve = self.reserved_for_others(waiter, budget, now)
+        return ahead + waiter.charge + reserve - (budget.tokens - self.in_flight)
+
+    def wait_s(self, need: float, budget: Budget, now: float) -> float | None:
+        """Seconds until `need` budget tokens are released, foreseen from when each lease
+        in flight should end; None while the pace is unknown."""
+        if need <= 0:
+            return 0.0
+        if self.token_s is None or budget.tokens <= 0 or not self.leases:
+            return None
+        pace = self.token_s
+        ends = sorted((lease.granted_at + pace * lease.output_tokens, lease.charge) for lease in self.leases.values())
+        freed, last = 0.0, now
+        for end, charge in ends:
+            last = max(now, end)
+            freed += charge
+            if freed >= need:
+                return last - now
+        # Beyond all in flight: the budget turns over once per typical lease.
+        typical_s = pace * sum(lease.output_tokens for lease in self.leases.values()) / len(self.leases)
+        return last - now + math.ceil((need - freed) / budget.tokens) * typical_s

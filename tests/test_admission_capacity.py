@@ -1,0 +1,79 @@
+"""A model's budget from its replicas' reports: summed, stale ones dropped, tightened under saturation."""
+
+from __future__ import annotations
+
+import pytest
+
+from serve_app.capacity import FLOOR, Budget, Capacity, engine_queue
+from serve_app.protocol import EngineStats
+
+REPLICA = EngineStats(kv_capacity_tokens=10_000, max_num_seqs=10, max_model_len=4096)
+
+
+def test_no_report_means_no_budget():
+    assert Capacity().budget(0.0).tokens == 0 and Capacity().budget(0.0).replicas == 0
+
+
+def test_the_budget_sums_the_live_replicas():
+    capacity = Capacity(kv_fraction=0.5)
+    capacity.report("a", REPLICA, now=0.0)
+    capacity.report("b", REPLICA, now=0.0)
+    assert capacity.budget(0.0) == Budget(tokens=10_000, sequences=20, replicas=2, max_model_len=4096)
+
+
+def test_a_replica_silent_for_longer_than_stale_after_is_gone():
+    capacity = Capacity(stale_after_s=3.0)
+    capacity.report("a", REPLICA, now=0.0)
+    capacity.report("b", REPLICA, now=2.0)
+    assert capacity.budget(3.5).replicas == 1
+    assert capacity.budget(5.5).replicas == 0
+
+
+def test_a_replica_that_reports_no_capacity_yet_adds_nothing():
+    capacity = Capacity()
+    capacity.report("starting", EngineStats(), now=0.0)
+    assert capacity.budget(0.0).replicas == 0
+
+
+def test_sequences_are_capped_by_max_in_flight():
+    capacity = Capacity(max_sequences=4)
+    capacity.report("a", REPLICA, now=0.0)
+    assert capacity.budget(0.0).sequences == 4
+
+
+def test_a_request_is_charged_at_least_a_slot_and_at_most_the_whole_budget():
+    budget = Budget(tokens=1000, sequences=4, replicas=1)
+    assert budget.slot_tokens == 250
+    assert budget.charge(10) == 250
+    assert budget.charge(600) == 600
+    assert budget.charge(5000) == 1000
+
+
+@pytest.mark.parametrize("saturated", [
+    EngineStats(kv_capacity_tokens=10_000, max_num_seqs=10, running=10, waiting=3),
+    EngineStats(kv_capacity_tokens=10_000, max_num_seqs=10, running=12),  # vLLM: unfinished > limit
+    EngineStats(kv_capacity_tokens=10_000, max_num_seqs=10, kv_usage=0.99),
+])
+def test_a_saturated_engine_tightens_the_budget_down_to_a_floor(saturated):
+    capacity = Capacity()
+    for step in range(100):
+        capacity.report("a", saturated, now=step * 0.5)
+    assert capacity.factor == FLOOR
+    assert capacity.budget(50.0).tokens == pytest.approx(5000)
+
+
+def test_the_budget_recovers_once_the_engine_keeps_up():
+    capacity = Capacity()
+    for step in range(10):
+        capacity.report("a", EngineStats(kv_capacity_tokens=100, max_num_seqs=1, running=1, waiting=1), now=step)
+    tightened = capacity.factor
+    for step in range(10, 100):
+        capacity.report("a", REPLICA, now=step)
+    assert tightened < 1.0 and capacity.factor == 1.0
+
+
+def test_engine_queue_counts_requests_waiting_for_a_slot():
+    assert engine_queue(EngineStats(running=5, max_num_seqs=10)) == 0
+    assert engine_queue(EngineStats(running=12, max_num_seqs=10)) == 2  # vLLM: unfinished beyond the limit
+    assert engine_queue(EngineStats(running=10, max_num_seqs=10, waiting=4)) == 4
+    assert engine_queue(EngineStats(running=6, max_num_seqs=10, waiting=4)) == 0  # only waiting for a step
