@@ -1,34 +1,47 @@
 """The router's side of admission: ask the controller, never hang on it.
 
-When the controller cannot be reached (dead, restarting, overloaded) the router
-falls back to a conservative local limit instead of failing or waiting forever.
+One controller call per request (`admit`); releases, with what each request used,
+leave in batches. When the controller cannot be reached (dead, restarting,
+stuck) the router follows `admission.when_unreachable` (by default a conservative
+local limit) and decides alone for a while before it asks again, so a dead
+controller costs a request at most one timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
-from serve_app.admission import Decision, Outcome, Ticket
 from serve_app.config import AdmissionConfig
+from serve_app.outcomes import Decision, Outcome, Ticket, Usage
 
 logger = logging.getLogger("ray.serve")
 
 LOCAL_PREFIX = "local-"
 RELEASE_BATCH_S = 0.02  # releases within this window share one controller call
+CALL_GRACE_S = 2.0  # beyond the longest a request may wait in the controller
+UNMANAGED = Decision(Outcome.ADMITTED)
 
 
 class LocalLimit:
-    """A per-router cap used only while the controller is unreachable."""
+    """A per-router cap used only while the controller is unreachable. It counts every
+    request this router has in flight, the controller's leases too, so deciding alone
+    never adds load beyond the cap to engines that may be full already."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, retry_after_s: float) -> None:
         self._limit = limit
+        self._retry_after_s = retry_after_s
         self._held: set[str] = set()
+        self.granted_elsewhere = 0
+        """Leases this router holds from the controller."""
 
     def admit(self) -> Decision:
-        if len(self._held) >= self._limit:
-            return Decision(Outcome.UNAVAILABLE, retry_after_s=2,
+        if len(self._held) + self.granted_elsewhere >= self._limit:
+            return Decision(Outcome.UNAVAILABLE, retry_after_s=self._retry_after_s,
                             message="admission is degraded and this router is at its local limit")
         lease_id = LOCAL_PREFIX + uuid.uuid4().hex
         self._held.add(lease_id)
@@ -37,33 +50,67 @@ class LocalLimit:
     def release(self, lease_id: str) -> None:
         self._held.discard(lease_id)
 
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
 
 class AdmissionGate:
-    def __init__(self, controller, config: AdmissionConfig) -> None:
+    def __init__(self, controller: Any, config: AdmissionConfig,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._controller = controller
-        self._timeout_s = config.queue_timeout_s + 2.0
-        self._local = LocalLimit(config.fallback_max_in_flight)
-        self._to_release: list[str] = []
+        self._config = config
+        self._clock = clock
+        self._timeout_s = config.longest_wait_s + CALL_GRACE_S
+        self._local = LocalLimit(config.fallback_max_in_flight, config.unreachable_retry_s)
+        self._alone_until = 0.0
+        self._to_release: list[tuple[str, Usage | None, float | None]] = []
         self._in_flight_calls: set[asyncio.Future] = set()
 
+    @property
+    def local(self) -> LocalLimit:
+        return self._local
+
     async def admit(self, ticket: Ticket) -> Decision:
+        if not self._config.enabled:
+            return UNMANAGED
+        if self._clock() < self._alone_until:
+            return self._alone()
         try:
-            return await asyncio.wait_for(self._controller.admit.remote(ticket), self._timeout_s)
+            decision = await asyncio.wait_for(self._controller.admit.remote(ticket), self._timeout_s)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # unreachable controller: degrade, never hang
-            logger.warning("admission controller unreachable (%r); using the local limit", error)
-            return self._local.admit()
+            logger.warning("admission controller unreachable (%r); deciding alone for %g s",
+                           error, self._config.unreachable_retry_s)
+            self._alone_until = self._clock() + self._config.unreachable_retry_s
+            return self._alone()
+        if decision.lease_id:
+            self._local.granted_elsewhere += 1
+        return decision
 
-    def release(self, lease_id: str | None) -> None:
+    def release(self, lease_id: str | None, usage: Usage | None = None,
+                first_byte_s: float | None = None) -> None:
+        """Hand capacity back, with what the request used and how long after admission
+        its first bytes came (both optional)."""
         if not lease_id:
             return
         if lease_id.startswith(LOCAL_PREFIX):
             self._local.release(lease_id)
             return
+        self._local.granted_elsewhere -= 1
         if not self._to_release:
             asyncio.get_running_loop().call_later(RELEASE_BATCH_S, self._flush_releases)
-        self._to_release.append(lease_id)
+        self._to_release.append((lease_id, usage, first_byte_s))
+
+    def _alone(self) -> Decision:
+        policy = self._config.when_unreachable
+        if policy == "admit":
+            return UNMANAGED
+        if policy == "refuse":
+            return Decision(Outcome.UNAVAILABLE, retry_after_s=self._config.unreachable_retry_s,
+                            message="admission is unavailable; retry shortly")
+        return self._local.admit()
 
     def _flush_releases(self) -> None:
         batch, self._to_release = self._to_release, []
@@ -72,8 +119,8 @@ class AdmissionGate:
         future.add_done_callback(self._in_flight_calls.discard)
 
 
-async def _quietly(response) -> None:
+async def _quietly(response: Any) -> None:
     try:
         await response
     except Exception as error:  # the lease expires by its TTL anyway
-        logger.warning("could not release a lease: %r", error)
+        logger.warning("could not release leases: %r", error)

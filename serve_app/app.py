@@ -13,7 +13,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from serve_app.admission import AdmissionController
+from serve_app.admission import CONTROLLER_DEPLOYMENT, AdmissionController
 from serve_app.config import AppConfig, ConfigError, load_config, parse_config
 from serve_app.router import Router
 from serve_app.server import llm_server_deployment
@@ -49,7 +49,7 @@ def build_application(config: AppConfig) -> Application:
     servers = {model.name: llm_server_deployment(model).options(logging_config=QUIET).bind(model)
                for model in config.models}
     admission = serve.deployment(AdmissionController).options(
-        name="AdmissionController",
+        name=CONTROLLER_DEPLOYMENT,
         num_replicas=1,
         max_ongoing_requests=1_000_000,  # admit() waits here on purpose; never back-pressure it
         ray_actor_options={"num_cpus": config.admission.num_cpus},

@@ -25,22 +25,24 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from serve_app.admission import OUTCOME_STATUS, Decision, Ticket
 from serve_app.admission_gate import AdmissionGate
 from serve_app.auth import KeyRing
 from serve_app.channel.inbox import InboxServer
 from serve_app.config import AppConfig, ModelConfig
 from serve_app.errors import error_body
 from serve_app.openapi import openapi_document
+from serve_app.outcomes import PRIORITY_HEADER, Decision, Ticket, Usage, response_headers
 from serve_app.protocol import EngineRequest
 from serve_app.relay import OpenedReply, ReplicaUnavailable, open_reply
 from serve_app.request_id import RequestIdMiddleware
 from serve_app.requests import REQUEST_TYPES
+from serve_app.usage import usage_in
 
 logger = logging.getLogger("ray.serve")
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 OPENAPI = openapi_document()
+NOTHING_USED = Usage(0, 0)  # an engine that refused a request generated nothing
 
 
 class ApiError(Exception):
@@ -113,9 +115,16 @@ def resolve_max_tokens(endpoint: str, parsed: Any, model: ModelConfig) -> int:
 
 
 def refusal(decision: Decision) -> ApiError:
-    headers = {"Retry-After": str(decision.retry_after_s)} if decision.retry_after_s else {}
-    return ApiError(OUTCOME_STATUS[decision.outcome], decision.message or "request refused",
-                    code=decision.outcome.value, headers=headers)
+    return ApiError(decision.status, decision.message or "request refused", code=decision.outcome.value,
+                    headers=response_headers(decision))
+
+
+def priority_class(request: Request, config: AppConfig) -> str | None:
+    requested = request.headers.get(PRIORITY_HEADER)
+    if requested is not None and requested not in config.admission.classes:
+        raise ApiError(400, f"{PRIORITY_HEADER} names no class; known: {sorted(config.admission.classes)}",
+                       param=PRIORITY_HEADER, code="invalid_priority_class")
+    return requested
 
 
 class OpenAIEndpoint:
@@ -149,42 +158,53 @@ class OpenAIEndpoint:
         prompt_tokens = math.ceil(parsed.prompt_chars() / 4)
         reply_to = state.inboxes.address if state.inboxes and parsed.stream else None
         engine_request = EngineRequest(self._endpoint, body, uuid.uuid4().hex, prompt_tokens, reply_to)
-        ticket = Ticket(model.name, tenant, prompt_tokens + body["max_tokens"], request.state.request_id)
+        ticket = Ticket(model.name, tenant, request.state.request_id, prompt_tokens, body["max_tokens"],
+                        priority_class(request, state.config))
         decision = await state.gate.admit(ticket)
         if not decision.admitted:
             raise refusal(decision)
-        return await self._relay(model, engine_request, decision.lease_id)
+        return await self._relay(model, engine_request, decision)
 
-    async def _relay(self, model: ModelConfig, engine_request: EngineRequest, lease_id: str | None) -> Response:
-        release = lambda: self._state.gate.release(lease_id)  # noqa: E731
+    async def _relay(self, model: ModelConfig, engine_request: EngineRequest, decision: Decision) -> Response:
+        gate, lease_id = self._state.gate, decision.lease_id
+        admitted_at, first_byte_s = time.monotonic(), None
+        release = lambda usage=None: gate.release(lease_id, usage, first_byte_s)  # noqa: E731
         try:
             opened = await open_reply(self._state.servers[model.name], engine_request, self._state.inboxes)
+            first_byte_s = time.monotonic() - admitted_at
         except ReplicaUnavailable as error:
             release()
             raise ApiError(503, str(error), code="replica_unavailable", headers={"Retry-After": "1"}) from None
         except BaseException:
             release()
             raise
+        headers = response_headers(decision)
         if opened.head.stream:
-            return StreamingResponse(_stream(opened, release), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", **opened.head.headers})
+            return StreamingResponse(_stream(opened, lambda tail: release(usage_in(tail))),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", **opened.head.headers, **headers})
+        payload = b""
         try:
             payload = opened.first + b"".join([chunk async for chunk in opened.rest])
         except ReplicaUnavailable as error:
             raise ApiError(503, str(error), code="replica_unavailable", headers={"Retry-After": "1"}) from None
         finally:
-            release()
-        return Response(payload, status_code=opened.head.status, media_type="application/json")
+            release(usage_in(payload) if opened.head.status == 200 else NOTHING_USED)
+        return Response(payload, status_code=opened.head.status, media_type="application/json", headers=headers)
 
 
-async def _stream(opened: OpenedReply, release: Callable[[], None]) -> AsyncIterator[bytes]:
+async def _stream(opened: OpenedReply, release: Callable[[bytes], None]) -> AsyncIterator[bytes]:
+    # The usage chunk, if the client asked for one, is among the last two; keeping
+    # them is all the per-chunk work admission adds.
+    before = last = opened.first
     try:
         yield opened.first
         async for chunk in opened.rest:
             yield chunk
+            before, last = last, chunk
     finally:
         await opened.rest.aclose()
-        release()
+        release(before + last)
 
 
 def models_endpoint(state: RouterState) -> Callable[[Request], Awaitable[Response]]:

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from ray import serve
 
+from serve_app.capacity_reporter import CapacityReporter
 from serve_app.channel.outbox import Outbox, Outboxes
 from serve_app.config import ModelConfig
 from serve_app.engines.base import Engine
@@ -43,8 +44,10 @@ class LLMServer:
         self._model = model
         self._engine = make_engine(model)
         self._outboxes = Outboxes()
+        self._reporter = CapacityReporter(model.name, self._engine.stats)
         await self._engine.start()
         logger.info("engine for %s ready: %s", model.name, self._engine.stats())
+        self._reporter.start()  # admission counts this replica's capacity from now on
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[ReplyHead | bytes]:
         """The reply head, then the body: here, or over the router's token channel."""
@@ -66,6 +69,7 @@ class LLMServer:
         await self._engine.check_health()
 
     async def __del__(self) -> None:
+        self._reporter.stop()
         self._outboxes.close()
         await self._engine.shutdown()
 
