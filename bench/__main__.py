@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench import overload
 from bench.arrivals import ClosedLoop, LoadPoint, OpenLoop
 from bench.client import Endpoint
 from bench.markdown import report, runs_table
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_load_options, _add_workload_options, _add_client_options):
         add(load)
 
+    overload.add_parser(commands)
+
     again = commands.add_parser("report", help="rewrite results.md and plots from results.json")
     again.add_argument("dir", type=Path)
     again.add_argument("--baseline", default=None)
@@ -176,7 +179,8 @@ def command_report(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    {"run": command_run, "load": command_load, "report": command_report}[args.command](args)
+    commands = {"run": command_run, "load": command_load, "report": command_report, "overload": overload.command}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,488 @@
+"""Admission under overload: goodput, SLO and refusal latency at 0.5x-4x capacity, fairness
+between a flooding and a light tenant, and the controller's per-request overhead.
+
+    python -m bench overload --engine simulated --runs overload,fairness,overhead
+    python -m bench overload --engine vllm --model models/tiny-llama --runs overload
+
+Each run launches the app (`python -m serve_app.cli serve`) with admission on and
+again with it off, on a loopback port, and stops it afterwards without touching any
+other Ray instance. Capacity (1x) is measured first: the throughput of a closed loop
+that keeps every sequence slot busy. Load is open-loop Poisson.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.arrivals import ClosedLoop, OpenLoop
+from bench.client import Endpoint, RequestResult
+from bench.launcher import Running, launch, stop, wait_first_completion
+from bench.measure import measure, warm_up
+from bench.stats import Slo, meets, percentile, summarise
+from bench.systems import LOCAL_CONFIG, App, EngineSettings, Model
+from bench.workload import fixed_lengths
+
+KEYS = {"bench": "sk-bench-overload", "tenant-a": "sk-tenant-a", "tenant-b": "sk-tenant-b"}
+MULTIPLES = (0.5, 1.0, 2.0, 4.0)
+DRAIN_S = 5.0
+LEAD_S = 10.0  # fairness: B runs alone this long before A starts
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What serves and how it is loaded."""
+
+    name: str
+    model: str
+    models_entry: dict[str, Any]
+    input_tokens: int
+    output_tokens: int
+    slots: int
+    """Sequences served at once: the closed loop that measures capacity keeps them busy."""
+    ttft_slo_s: float
+
+
+def simulated_engine(max_batch: int = 32, step_s: float = 0.06, per_seq_s: float = 0.0002,
+                     output_tokens: int = 32, slo_s: float = 1.0) -> Engine:
+    entry = {"name": "sim", "source": "simulated", "engine": "simulated", "limits": {"max_output_tokens": 1024},
+             "simulated": {"prefill_tokens_per_s": 20000, "decode_step_base_s": step_s,
+                           "decode_step_per_seq_s": per_seq_s, "max_batch": max_batch,
+                           "kv_tokens": 524288, "max_model_len": 4096},
+             "resources": {"num_cpus": 0.2},
+             "autoscaling": {"min_replicas": 1, "max_replicas": 1, "max_ongoing_requests": 8192}}
+    return Engine("simulated", "sim", entry, 64, output_tokens, max_batch, slo_s)
+
+
+def vllm_engine(model_path: str, max_num_seqs: int, output_tokens: int, slo_s: float) -> Engine:
+    entry = yaml.safe_load(LOCAL_CONFIG.read_text())["models"][0]
+    settings = EngineSettings(max_num_seqs=max_num_seqs, kv_cache_memory_bytes=1 << 30)
+    entry.update(name="tiny-llama", source=str(Path(model_path).resolve()), engine_args=settings.kwargs())
+    entry["env"] = {k: v for k, v in entry.get("env", {}).items() if k != "VLLM_CPU_KVCACHE_SPACE"}
+    entry["autoscaling"] = {**entry["autoscaling"], "max_ongoing_requests": 8192}
+    return Engine("vllm", "tiny-llama", entry, 64, output_tokens, max_num_seqs, slo_s)
+
+
+def app_config(engine: Engine, admission_on: bool, ingress: str = "haproxy") -> dict[str, Any]:
+    from serve_app.auth import key_hash
+
+    return {
+        "models": [engine.models_entry],
+        "router": {"replicas": 1, "num_cpus": 0.2, "max_ongoing_requests": 8192},
+        "auth": {"keys": [{"sha256": key_hash(key), "tenant": tenant} for tenant, key in KEYS.items()],
+                 "keys_env": None},
+        "admission": {"enabled": admission_on, "num_cpus": 0.05, "max_queued": 8192,
+                      "classes": {"default": {"ttft_slo_s": engine.ttft_slo_s}},
+                      "tenants": [{"name": name} for name in KEYS]},
+        "http": {"host": "127.0.0.1", "port": 8000, "ingress": ingress, "drain_period_s": 2},
+    }
+
+
+@contextlib.contextmanager
+def serving(engine: Engine, admission_on: bool, out: Path, ingress: str = "haproxy") -> Iterator[Running]:
+    path = out / f"{engine.name}-admission-{'on' if admission_on else 'off'}.yaml"
+    path.write_text(yaml.safe_dump(app_config(engine, admission_on, ingress), sort_keys=False))
+    system = App(f"app-{'on' if admission_on else 'off'}", Model(engine.model, engine.model), config=path)
+    running = launch(system, out / "logs", headers={"Authorization": f"Bearer {KEYS['bench']}"})
+    try:
+        wait_first_completion(running, timeout_s=900)
+        yield running
+    finally:
+        stop(running, ray_stop=False)  # never `ray stop --force`: other Ray instances share the machine
+
+
+@dataclass
+class Point:
+    """One measured load point, in the terms of the acceptance criteria."""
+
+    label: str
+    rate: float
+    sent: int
+    ok: int
+    goodput_rps: float
+    admitted_ttft_p50_s: float | None
+    admitted_ttft_p99_s: float | None
+    refused: dict[str, int] = field(default_factory=dict)
+    refusal_p50_s: float | None = None
+    refusal_p99_s: float | None = None
+    other_failures: dict[str, int] = field(default_factory=dict)
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
+    """CPU of the app's processes (by name) per request sent, when accounted."""
+    refused_codes: dict[str, int] = field(default_factory=dict)
+    """Refusals by the error code in their body (e.g. overloaded, queue_timeout)."""
+    load_average: float | None = None
+    """The machine's 1-minute load average when the point ended: other work shares the cores."""
+
+
+def point(label: str, rate: float, results: list[RequestResult], summary: Any, slo: Slo) -> Point:
+    refusals = [r for r in results if r.failure in ("429", "503")]
+    others: dict[str, int] = {}
+    for r in results:
+        if r.failure and r.failure not in ("429", "503"):
+            others[r.failure] = others.get(r.failure, 0) + 1
+    refused: dict[str, int] = {}
+    for r in refusals:
+        refused[r.failure] = refused.get(r.failure, 0) + 1
+    times = [r.e2e_s for r in refusals if r.e2e_s is not None]
+    # Goodput over the time requests were sent, not until the last backlog drained.
+    sent_for_s = max(r.start_s for r in results) + 1.0 / rate
+    goodput = sum(meets(r, slo) for r in results) / sent_for_s
+    return Point(label, rate, len(results), summary.succeeded, goodput, summary.ttft_s.p50,
+                 summary.ttft_s.p99, refused, percentile(times, 50), percentile(times, 99), others,
+                 refused_codes=dict(Counter(_code(r.error) for r in refusals)))
+
+
+def _code(error: str | None) -> str:
+    try:
+        return str(json.loads(error or "")["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return "?"
+
+
+def endpoint(base_url: str, tenant: str, timeout_s: float) -> Endpoint:
+    return Endpoint(base_url, api_key=KEYS[tenant], timeout_s=timeout_s)
+
+
+def specs(engine: Engine, count: int, seed: int) -> list:
+    return fixed_lengths(engine.model, count, engine.input_tokens, engine.output_tokens, stream=True, seed=seed)
+
+
+async def capacity_rps(base_url: str, engine: Engine, requests: int) -> float:
+    """Requests/s with every sequence slot kept busy (and none waiting in the engine):
+    slots / mean latency (Little's law), which ramp-up and tail do not distort."""
+    run = await measure(endpoint(base_url, "bench", 120), specs(engine, requests, 1), ClosedLoop(engine.slots))
+    return engine.slots / run.summary.e2e_s.mean
+
+
+async def open_loop(base_url: str, engine: Engine, tenant: str, rate: float, duration_s: float,
+                    timeout_s: float, seed: int, label: str, cpu_pid: int | None = None,
+                    after_s: float = 0.0) -> Point:
+    """Poisson load for `duration_s`; the point counts the requests sent after `after_s`."""
+    count = max(1, round(rate * duration_s))
+    slo = Slo(ttft_s=engine.ttft_slo_s)
+    measured = await measure(endpoint(base_url, tenant, timeout_s), specs(engine, count, seed),
+                             OpenLoop(rate, seed=seed), slo, [cpu_pid] if cpu_pid else (), label=label)
+    results = [r for r in measured.run.results if r.start_s >= after_s]
+    for r in results:
+        r.start_s -= after_s
+    found = point(label, rate, results, summarise(results, measured.run.wall_s, slo), slo)
+    found.load_average = round(os.getloadavg()[0], 1)
+    if measured.cpu is not None:
+        per_request: dict[str, float] = {}
+        for name, seconds in measured.cpu.by_name.items():
+            per_request[_short(name)] = per_request.get(_short(name), 0.0) + 1000 * seconds / count
+        found.cpu_ms_per_request = {name: round(ms, 3) for name, ms in per_request.items() if ms >= 0.01}
+    return found
+
+
+def _short(process: str) -> str:
+    # A Ray worker's title names the task it is running ("...Router.handle_request"): keep the actor.
+    return process.removeprefix("ray::ServeReplica:llm:").split(".")[0]
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def settle(args: argparse.Namespace) -> None:
+    """Wait (a while) for other work on the machine to calm down: the cores are shared."""
+    deadline = time.monotonic() + args.settle_timeout
+    while os.getloadavg()[0] > args.settle_load and time.monotonic() < deadline:
+        await asyncio.sleep(5)
+
+
+async def overload_points(base_url: str, engine: Engine, capacity: float, args: argparse.Namespace,
+                          mode: str) -> list[Point]:
+    points = []
+    for multiple in MULTIPLES:
+        await settle(args)
+        label = f"{mode} {multiple:g}x"
+        points.append(await open_loop(base_url, engine, "bench", capacity * multiple, args.duration,
+                                      args.timeout, seed=int(multiple * 10), label=label))
+        say(json.dumps(asdict(points[-1])))
+        await asyncio.sleep(DRAIN_S)
+    return points
+
+
+async def fairness_points(base_url: str, engine: Engine, capacity: float,
+                          args: argparse.Namespace) -> list[Point]:
+    share = capacity / 2  # two tenants of equal weight
+    await asyncio.sleep(12)  # earlier load's tenant leaves the fair-share window: B starts alone
+    await settle(args)
+    alone = await open_loop(base_url, engine, "tenant-b", 0.5 * share, args.duration, args.timeout, 7,
+                            "B alone at 0.5x share")
+    say(json.dumps(asdict(alone)))
+    await asyncio.sleep(DRAIN_S)
+    await settle(args)
+    # B keeps sending; A starts flooding once B has been at it for a while, as in service.
+    light = asyncio.ensure_future(open_loop(base_url, engine, "tenant-b", 0.5 * share, LEAD_S + args.duration,
+                                            args.timeout, 9, "B at 0.5x share, with A", after_s=LEAD_S))
+    await asyncio.sleep(LEAD_S)
+    flood = await open_loop(base_url, engine, "tenant-a", 10 * share, args.duration, args.timeout, 8,
+                            "A at 10x share")
+    light = await light
+    say(json.dumps(asdict(flood)))
+    say(json.dumps(asdict(light)))
+    return [alone, flood, light]
+
+
+def run_admission(engine: Engine, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Capacity and the overload points with admission off, then on; then fairness (on)."""
+    found: dict[str, Any] = {"engine": engine.name, "slo_ttft_s": engine.ttft_slo_s,
+                             "input_tokens": engine.input_tokens, "output_tokens": engine.output_tokens}
+    capacity = found["capacity_rps"] = args.capacity_rps
+    if capacity is None or ("overload" in args.runs and "off" in args.modes):
+        with serving(engine, admission_on=False, out=out, ingress=args.ingress) as app:
+            asyncio.run(warm_up(endpoint(app.base_url, "bench", 120), specs(engine, 8, 99)))
+            if capacity is None:
+                capacity = found["capacity_rps"] = asyncio.run(
+                    capacity_rps(app.base_url, engine, args.capacity_requests))
+            say(f"capacity: {capacity:.2f} requests/s")
+            if "overload" in args.runs and "off" in args.modes:
+                found["off"] = [asdict(p) for p in
+                                asyncio.run(overload_points(app.base_url, engine, capacity, args, "off"))]
+    with serving(engine, admission_on=True, out=out, ingress=args.ingress) as app:
+        asyncio.run(warm_up(endpoint(app.base_url, "bench", 120), specs(engine, engine.slots, 98),
+                            concurrency=engine.slots))
+        if "overload" in args.runs:
+            found["on"] = [asdict(p) for p in asyncio.run(overload_points(app.base_url, engine, capacity, args, "on"))]
+            time.sleep(12)  # the overload tenant's demand leaves the fair-share window
+        if "fairness" in args.runs:
+            found["fairness"] = [asdict(p) for p in asyncio.run(fairness_points(app.base_url, engine, capacity, args))]
+    return found
+
+
+def overhead_engine() -> Engine:
+    """Far more capacity than any rate here: no request ever waits, only admission's cost shows."""
+    engine = simulated_engine(max_batch=512, step_s=0.01, per_seq_s=0.00001, output_tokens=4)
+    return Engine("simulated-overhead", engine.model, engine.models_entry, 16, 4, 512, 1.0)
+
+
+def run_overhead(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Admission on vs off at each rate: TTFT p50 and CPU per request of every process."""
+    engine = overhead_engine()
+    found: dict[str, Any] = {"rates": args.overhead_rates}
+    for repeat in range(args.overhead_repeats):
+        for admission_on in (True, False):
+            mode = "on" if admission_on else "off"
+            with serving(engine, admission_on, out, args.ingress) as app:
+                asyncio.run(warm_up(endpoint(app.base_url, "bench", 60), specs(engine, 200, 97), concurrency=16))
+                for rate in args.overhead_rates:
+                    asyncio.run(settle(args))
+                    result = asyncio.run(open_loop(app.base_url, engine, "bench", rate, args.duration, args.timeout,
+                                                   5 + repeat, f"overhead {mode} {rate:g}/s #{repeat}", app.pid))
+                    say(json.dumps(asdict(result)))
+                    found.setdefault(mode, []).append(asdict(result))
+                    time.sleep(DRAIN_S)
+    return found
+
+
+def run_calls(args: argparse.Namespace) -> dict[str, Any]:
+    """What admission adds to a request's path, at each rate: the router's admit call to a
+    real AdmissionController deployment (releases batched as the router does), no HTTP
+    around it, so the rate is not capped by the rest of the stack on this machine."""
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")  # as the app runs; before Ray loads
+    import ray
+    from ray import serve
+
+    from serve_app.admission import CONTROLLER_DEPLOYMENT, AdmissionController
+    from serve_app.config import AdmissionConfig
+
+    config = AdmissionConfig(classes={"default": {"ttft_slo_s": 1.0}})
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", _node_ip_address="127.0.0.1")
+    try:
+        serve.start(http_options={"location": "NoServer"})
+        deployment = serve.deployment(AdmissionController).options(
+            name=CONTROLLER_DEPLOYMENT, max_ongoing_requests=1_000_000, ray_actor_options={"num_cpus": 0.05})
+        handle = serve.run(deployment.bind(config), name="calls", route_prefix=None)
+        return {"rates": args.overhead_rates,
+                "calls": asyncio.run(_drive_rates(handle, config, args.overhead_rates, args.duration))}
+    finally:
+        with contextlib.suppress(RuntimeError):  # its handle's event loop is gone by now
+            serve.shutdown()
+        ray.shutdown()
+
+
+async def _drive_rates(handle: Any, config: Any, rates: list[float], duration_s: float) -> list[dict[str, Any]]:
+    found = []  # one event loop for all: a handle stays bound to the loop it was first used on
+    for rate in rates:
+        found.append(await _drive_calls(handle, config, rate, duration_s))
+        say(json.dumps(found[-1]))
+        await asyncio.sleep(DRAIN_S)
+    return found
+
+
+async def _drive_calls(handle: Any, config: Any, rate: float, duration_s: float) -> dict[str, Any]:
+    import random
+
+    from serve_app.admission_gate import AdmissionGate
+    from serve_app.outcomes import Ticket, Usage
+    from serve_app.protocol import EngineStats
+
+    capacity = EngineStats(kv_capacity_tokens=1 << 22, max_num_seqs=4096, max_model_len=4096)
+    gate = AdmissionGate(handle, config)
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    outcomes: Counter = Counter()
+
+    async def one(n: int) -> None:
+        started = time.perf_counter()
+        decision = await gate.admit(Ticket("m", "bench", f"r{n}", 64, 32))
+        latencies.append(time.perf_counter() - started)
+        outcomes[decision.outcome.value] += 1
+        loop.call_later(0.05, gate.release, decision.lease_id, Usage(64, 32), 0.01)
+
+    await handle.report.remote("m", "replica", capacity)
+    empty = []  # the same path with nothing to do: what any Serve call costs here
+    for _ in range(200):
+        started = time.perf_counter()
+        await handle.release_many.remote([])
+        empty.append(time.perf_counter() - started)
+    before = _controller_cpu_s()
+    rng, tasks, started = random.Random(1), [], time.perf_counter()
+    for n in range(int(rate * duration_s)):
+        if n % max(1, int(rate / 2)) == 0:
+            await handle.report.remote("m", "replica", capacity)  # as a replica does, twice a second
+        tasks.append(asyncio.ensure_future(one(n)))
+        await asyncio.sleep(max(0.0, started + n / rate + rng.uniform(-0.5, 0.5) / rate - time.perf_counter()))
+    await asyncio.gather(*tasks)
+    await asyncio.sleep(0.2)
+    cpu_s = _controller_cpu_s() - before
+    return {"rate": rate, "calls": len(latencies), "outcomes": dict(outcomes),
+            "admit_p50_ms": 1000 * percentile(latencies, 50), "admit_p90_ms": 1000 * percentile(latencies, 90),
+            "admit_p99_ms": 1000 * percentile(latencies, 99),
+            "empty_call_p50_ms": 1000 * percentile(empty, 50),
+            "controller_cpu_ms_per_request": 1000 * cpu_s / max(1, len(latencies)),
+            "load_average": round(os.getloadavg()[0], 1)}
+
+
+def _controller_cpu_s() -> float:
+    from bench.cpu import all_processes
+
+    return sum(p.cpu_s for p in all_processes() if p.name.startswith("ray::ServeReplica:calls:AdmissionController"))
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser("overload", help="admission: overload, fairness and overhead runs")
+    parser.add_argument("--engine", choices=["simulated", "vllm"], default="simulated")
+    parser.add_argument("--model", default="models/tiny-llama", help="vllm: the checkpoint")
+    parser.add_argument("--runs", type=lambda t: t.split(","), default=["overload", "fairness", "overhead"])
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per point")
+    parser.add_argument("--timeout", type=float, default=30.0, help="client limit per request, s")
+    parser.add_argument("--capacity-requests", type=int, default=200)
+    parser.add_argument("--capacity-rps", type=float, default=None, help="skip measuring capacity (1x)")
+    parser.add_argument("--modes", type=lambda t: t.split(","), default=["off", "on"],
+                        help="overload: admission off, on, or both")
+    parser.add_argument("--slo-ttft-s", type=float, default=None, help="default: 1 (simulated), 3 (vllm)")
+    parser.add_argument("--max-num-seqs", type=int, default=32, help="vllm: sequence slots")
+    parser.add_argument("--output-tokens", type=int, default=None)
+    parser.add_argument("--overhead-rates", type=lambda t: [float(x) for x in t.split(",")],
+                        default=[50.0, 100.0, 200.0])
+    parser.add_argument("--overhead-repeats", type=int, default=1)
+    parser.add_argument("--settle-load", type=float, default=4.0,
+                        help="before each point, wait until the 1-minute load average is below this")
+    parser.add_argument("--settle-timeout", type=float, default=120.0)
+    parser.add_argument("--ingress", choices=["haproxy", "proxy"], default="haproxy",
+                        help="proxy avoids clashing with another Ray's HAProxy on this machine")
+    parser.add_argument("--out", type=Path, default=None, help="default bench/out/admission-<stamp>")
+
+
+def command(args: argparse.Namespace) -> None:
+    out = args.out or Path("bench/out") / time.strftime("admission-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": _commit(),
+                               "args": {k: str(v) for k, v in vars(args).items()}}
+    if args.engine == "simulated":
+        engine = simulated_engine(output_tokens=args.output_tokens or 32, slo_s=args.slo_ttft_s or 1.0)
+    else:
+        engine = vllm_engine(args.model, args.max_num_seqs, args.output_tokens or 32, args.slo_ttft_s or 3.0)
+    if {"overload", "fairness"} & set(args.runs):
+        results["admission"] = run_admission(engine, args, out)
+    if "overhead" in args.runs:
+        results["overhead"] = run_overhead(args, out)
+    if "calls" in args.runs:
+        results["calls"] = run_calls(args)
+    (out / "admission.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "admission.md").write_text(markdown(results))
+    print(markdown(results))
+    say(f"results in {out}")
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}"
+
+
+def points_table(points: list[dict[str, Any]]) -> list[str]:
+    lines = ["| run | offered req/s | sent | ok | goodput req/s | TTFT p50 / p99 ms (admitted) "
+             "| refused (code: n) | refusal p50 / p99 ms | other failures | load avg |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---|---:|"]
+    for p in points:
+        refused = ", ".join(f"{k}: {v}" for k, v in (p.get("refused_codes") or p["refused"]).items()) or "-"
+        others = ", ".join(f"{k}: {v}" for k, v in p["other_failures"].items()) or "-"
+        lines.append(f"| {p['label']} | {p['rate']:.1f} | {p['sent']} | {p['ok']} | {p['goodput_rps']:.2f} "
+                     f"| {_ms(p['admitted_ttft_p50_s'])} / {_ms(p['admitted_ttft_p99_s'])} | {refused} "
+                     f"| {_ms(p['refusal_p50_s'])} / {_ms(p['refusal_p99_s'])} | {others} "
+                     f"| {p.get('load_average') or '-'} |")
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The runs as tables, for bench/RESULTS-admission.md."""
+    lines = [f"Run {results['created']}, commit {results['commit']}.", ""]
+    found = results.get("admission")
+    if found:
+        lines += [f"Engine: {found['engine']}; {found['input_tokens']} prompt + {found['output_tokens']} output "
+                  f"tokens, streamed; TTFT SLO {found['slo_ttft_s']:g} s; capacity (1x) "
+                  f"{found['capacity_rps']:.2f} requests/s.", ""]
+        for key in ("on", "off", "fairness"):
+            if key in found:
+                lines += points_table(found[key]) + [""]
+    overhead = results.get("overhead")
+    if overhead:
+        lines += points_table(overhead.get("on", []) + overhead.get("off", [])) + [""]
+        lines += overhead_table(overhead) + [""]
+    calls = results.get("calls")
+    if calls:
+        lines += ["| rate req/s | admit calls | admit p50 / p90 / p99 ms | empty call p50 ms (sequential) "
+                  "| controller CPU ms/request | load avg |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {c['rate']:g} | {c['calls']} | {c['admit_p50_ms']:.2f} / {c['admit_p90_ms']:.2f} / "
+                  f"{c['admit_p99_ms']:.2f} | {c.get('empty_call_p50_ms', 0):.2f} "
+                  f"| {c['controller_cpu_ms_per_request']:.2f} | {c['load_average']} |"
+                  for c in calls["calls"]] + [""]
+    return "\n".join(lines)
+
+
+def overhead_table(overhead: dict[str, Any]) -> list[str]:
+    """Per rate: TTFT p50 with and without admission, and CPU per request of the processes
+    admission touches."""
+    lines = ["| rate req/s | TTFT p50 on / off ms | added p50 ms | Router CPU ms/req on / off "
+             "| AdmissionController CPU ms/req | all processes CPU ms/req on / off |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for on, off in zip(overhead.get("on", []), overhead.get("off", [])):
+        ttft_on, ttft_off = on["admitted_ttft_p50_s"], off["admitted_ttft_p50_s"]
+        added = f"{(ttft_on - ttft_off) * 1000:.1f}" if ttft_on is not None and ttft_off is not None else "-"
+        cpu_on, cpu_off = on["cpu_ms_per_request"], off["cpu_ms_per_request"]
+        lines.append(f"| {on['rate']:g} | {_ms(ttft_on)} / {_ms(ttft_off)} | {added} "
+                     f"| {cpu_on.get('Router', 0):.2f} / {cpu_off.get('Router', 0):.2f} "
+                     f"| {cpu_on.get('AdmissionController', 0):.2f} "
+                     f"| {sum(cpu_on.values()):.2f} / {sum(cpu_off.values()):.2f} |")
+    return lines
+
+
+def _commit() -> str:
+    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return found.stdout.strip()

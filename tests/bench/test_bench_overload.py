@@ -1,0 +1,45 @@
+"""The overload benchmark's arithmetic: goodput over the sending window, refusals apart."""
+
+from __future__ import annotations
+
+from bench.client import RequestResult
+from bench.overload import app_config, markdown, point, simulated_engine
+from bench.stats import Slo, summarise
+
+SLO = Slo(ttft_s=1.0)
+
+
+def served(start_s: float, ttft_s: float) -> RequestResult:
+    return RequestResult(stream=True, start_s=start_s, status=200, ttft_s=ttft_s, e2e_s=ttft_s + 1, output_tokens=4)
+
+
+def refused(start_s: float, status: int, seconds: float) -> RequestResult:
+    return RequestResult(stream=True, start_s=start_s, status=status, e2e_s=seconds, failure=str(status))
+
+
+def test_a_point_counts_goodput_over_the_sending_window_and_times_refusals_apart():
+    results = [served(0.0, 0.2), served(1.0, 1.5), served(2.0, 0.3), refused(2.5, 503, 0.01),
+               refused(3.0, 429, 0.03), RequestResult(stream=True, start_s=3.5, failure="timeout")]
+    found = point("on 2x", 2.0, results, summarise(results, wall_s=10.0, slo=SLO), SLO)
+    assert found.sent == 6 and found.ok == 3
+    assert found.goodput_rps == 2 / 4.0  # two met the SLO; sent over 3.5 s + one gap of 0.5 s
+    assert found.refused == {"503": 1, "429": 1}
+    assert found.other_failures == {"timeout": 1}
+    assert 0.01 <= found.refusal_p50_s <= 0.03 and found.refusal_p99_s <= 0.03
+
+
+def test_admission_on_and_off_differ_only_in_admission_enabled():
+    engine = simulated_engine()
+    on, off = app_config(engine, True), app_config(engine, False)
+    assert on["admission"].pop("enabled") is True and off["admission"].pop("enabled") is False
+    assert on == off
+    assert on["admission"]["classes"]["default"]["ttft_slo_s"] == engine.ttft_slo_s
+
+
+def test_results_render_as_tables():
+    results = [served(0.0, 0.2), refused(0.5, 503, 0.01)]
+    found = point("on 1x", 2.0, results, summarise(results, 1.0, SLO), SLO)
+    text = markdown({"created": "now", "commit": "abc", "admission": {
+        "engine": "simulated", "input_tokens": 64, "output_tokens": 32, "slo_ttft_s": 1.0,
+        "capacity_rps": 12.5, "on": [found.__dict__]}})
+    assert "commit abc" in text and "| on 1x | 2.0 | 2 | 1 |" in text and "?: 1" in text
