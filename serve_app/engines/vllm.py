@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Any
 
@@ -33,6 +35,35 @@ def parse_serve_args(model: ModelConfig) -> Any:
     args.model = args.model_tag
     validate_parsed_serve_args(args)
     return args
+
+
+@contextmanager
+def forking_engine_processes(model: ModelConfig) -> Iterator[None]:
+    """Let vLLM fork, not spawn, its engine-core (and CPU worker) processes from this replica.
+
+    Inside a Ray actor vLLM always spawns, so each child re-imports vLLM and torch:
+    about a third of a CPU replica's cold start. Spawning exists for children that
+    join the Ray cluster or use CUDA; on CPU the engine core and its `mp`/`uni`
+    workers do neither, and a forked child runs only vLLM's code before it exits
+    with `os._exit`, never Ray's. GPU replicas keep vLLM's choice.
+    """
+    if model.device != "cpu":
+        yield
+        return
+    import setproctitle
+    from ray import _raylet
+    from vllm.utils import system_utils
+
+    in_ray_actor, set_title = system_utils.is_in_ray_actor, setproctitle.setproctitle
+    system_utils.is_in_ray_actor = lambda: False
+    # A child forked from a Ray worker can only retitle itself the way Ray titled the
+    # worker; without this, `ps` would show VLLM::EngineCore and VLLM::Worker_TP0 as replicas.
+    setproctitle.setproctitle = _raylet.setproctitle
+    os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "fork"
+    try:
+        yield
+    finally:
+        system_utils.is_in_ray_actor, setproctitle.setproctitle = in_ray_actor, set_title
 
 
 class VLLMEngine:
@@ -59,12 +90,13 @@ class VLLMEngine:
             import ray.util
 
             vllm_config.parallel_config.placement_group = ray.util.get_current_placement_group()
-        self._engine = AsyncLLM.from_vllm_config(
-            vllm_config=vllm_config,
-            usage_context=UsageContext.OPENAI_API_SERVER,
-            enable_log_requests=engine_args.enable_log_requests,
-            disable_log_stats=engine_args.disable_log_stats,
-        )
+        with forking_engine_processes(self._model):
+            self._engine = AsyncLLM.from_vllm_config(
+                vllm_config=vllm_config,
+                usage_context=UsageContext.OPENAI_API_SERVER,
+                enable_log_requests=engine_args.enable_log_requests,
+                disable_log_stats=engine_args.disable_log_stats,
+            )
         state = State()
         await init_app_state(self._engine, state, args, await self._engine.get_supported_tasks())
         self._servings = {

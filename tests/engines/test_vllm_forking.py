@@ -1,0 +1,44 @@
+"""A CPU replica lets vLLM fork its engine processes; a GPU replica keeps vLLM's choice."""
+
+from __future__ import annotations
+
+import pytest
+
+from serve_app.config import ModelConfig
+from serve_app.engines.vllm import forking_engine_processes
+
+system_utils = pytest.importorskip("vllm.utils.system_utils")
+
+
+@pytest.fixture
+def in_a_ray_actor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(system_utils, "is_in_ray_actor", lambda: True)
+    monkeypatch.delenv("VLLM_WORKER_MULTIPROC_METHOD", raising=False)
+
+
+def model(device: str) -> ModelConfig:
+    return ModelConfig(name="m", source="/m", device=device)
+
+
+def test_on_cpu_vllm_forks_even_inside_a_ray_actor(in_a_ray_actor):
+    with forking_engine_processes(model("cpu")):
+        assert system_utils.get_mp_context().get_start_method() == "fork"
+
+
+def test_afterwards_vllm_sees_the_ray_actor_again(in_a_ray_actor):
+    with forking_engine_processes(model("cpu")):
+        pass
+    assert system_utils.is_in_ray_actor()
+
+
+def test_on_gpu_vllm_still_spawns_inside_a_ray_actor(in_a_ray_actor, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: _Context())
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # vLLM points its spawned children at Ray
+    with forking_engine_processes(model("gpu")):
+        assert system_utils.get_mp_context().get_start_method() == "spawn"
+
+
+class _Context:
+    gcs_address = "127.0.0.1:6379"
