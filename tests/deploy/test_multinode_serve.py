@@ -1,5 +1,6 @@
 """The Serve app on a local multi-node cluster (CPU head + two nodes of 8 logical GPUs): placement
-of real LLMServer replicas, and autoscaling under load and back.
+of real LLMServer replicas, and autoscaling under load and back, with the admission budget
+following the replica count.
 
 The app is deployed the way `serve deploy` does it (a ServeDeploySchema rendered from the app
 config, handed to the controller). The model runs the simulated engine on `device: gpu` with
@@ -26,10 +27,12 @@ from serve_app.config import AppConfig, parse_config
 from serve_app.placement import replica_bundles
 from serve_app.server import deployment_name
 from tests.deploy.cluster import LocalCluster, free_port, local_cluster, ready, wait_for
+from tests.e2e.admission_stack import Controller
 
 pytestmark = pytest.mark.e2e
 
 MIN_REPLICAS, MAX_REPLICAS = 1, 5  # the cluster holds 4 TP=4 replicas: the 5th must wait
+KV_TOKENS = 1_000_000  # per replica
 
 
 def app_config() -> AppConfig:
@@ -37,7 +40,7 @@ def app_config() -> AppConfig:
         "models": [{
             "name": "sim-70b", "source": "simulated", "engine": "simulated", "device": "gpu",
             "parallelism": {"tensor": 4, "placement": "strict_pack"},
-            "simulated": {"decode_step_base_s": 0.25, "kv_tokens": 1_000_000},  # 40 tokens = 10 s
+            "simulated": {"decode_step_base_s": 0.25, "kv_tokens": KV_TOKENS},  # 40 tokens = 10 s
             "resources": {"num_cpus": 0.1, "worker_cpus": 0.2},
             "autoscaling": {"min_replicas": MIN_REPLICAS, "max_replicas": MAX_REPLICAS,
                             "target_ongoing_requests": 2, "max_ongoing_requests": 16,
@@ -67,6 +70,12 @@ class App:
     config: AppConfig
     base_url: str
     server: str
+    controller: Controller
+
+    def admission_budget(self) -> tuple[int, float]:
+        """(replicas, KV tokens) the AdmissionController currently counts for the model."""
+        model = self.controller("snapshot")["models"].get("sim-70b", {})
+        return model.get("replicas", 0), model.get("budget_tokens", 0.0)
 
     def replica_states(self) -> dict[str, int]:
         from ray import serve
@@ -95,7 +104,9 @@ def app() -> Iterator[App]:
         client.deploy_apps(schema)  # what the dashboard does with `serve deploy`'s request
         base_url = f"http://127.0.0.1:{config.http.port}"
         wait_for(lambda: ready(base_url), 90, "the app answers /ready")
-        yield App(cluster, config, base_url, deployment_name(config.models[0]))
+        controller = Controller()
+        yield App(cluster, config, base_url, deployment_name(config.models[0]), controller)
+        controller.close()
 
 
 @dataclass
@@ -139,6 +150,7 @@ def test_at_min_replicas_one_replica_holds_four_gpus_on_one_node(app):
     reply = httpx.post(app.base_url + "/v1/chat/completions", timeout=60, json={
         "model": "sim-70b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
     assert reply.status_code == 200, reply.text
+    assert app.admission_budget() == (MIN_REPLICAS, MIN_REPLICAS * KV_TOKENS)
 
 
 def test_scales_up_under_load_across_nodes_and_back_down_when_it_stops(app):
@@ -167,10 +179,16 @@ def test_scales_up_under_load_across_nodes_and_back_down_when_it_stops(app):
         (pending,) = demand
         assert pending.strategy == "STRICT_PACK"
         assert sum(r.count for r in pending.bundles_by_count if r.bundle.get("GPU") == 1.0) == 4
+
+        # Admission counts the running replicas' KV capacity, not the pending one's.
+        wait_for(lambda: app.admission_budget() == (4, 4 * KV_TOKENS), 10,
+                 f"admission budget of 4 replicas (now {app.admission_budget()})")
     assert load.statuses[200] > 0 and set(load.statuses) == {200}, load.statuses
 
     wait_for(lambda: app.replica_states() == {"RUNNING": MIN_REPLICAS} and len(app.replica_groups()) == 1,
              60, "back to min_replicas")
     down_s = time.monotonic() - load.stopped_at
+    wait_for(lambda: app.admission_budget() == (MIN_REPLICAS, MIN_REPLICAS * KV_TOKENS), 10,
+             f"admission budget back to one replica (now {app.admission_budget()})")
     print(f"\nscaled 1 -> 4 running + 1 pending in {up_s:.1f}s under load; "
           f"back to 1 in {down_s:.1f}s after it stopped; {dict(load.statuses)}")
