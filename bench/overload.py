@@ -67,8 +67,11 @@ def simulated_engine(max_batch: int = 32, step_s: float = 0.06, per_seq_s: float
     return Engine("simulated", "sim", entry, 64, output_tokens, max_batch, slo_s)
 
 
-def vllm_engine(model_path: str, max_num_seqs: int, output_tokens: int, slo_s: float) -> Engine:
+def vllm_engine(model_path: str, max_num_seqs: int, output_tokens: int, slo_s: float,
+                engine_cores: str | None = None) -> Engine:
     entry = yaml.safe_load(LOCAL_CONFIG.read_text())["models"][0]
+    if engine_cores is not None:  # e.g. "1": the engine computes there, the front end has the rest
+        entry["parallelism"] = {**entry.get("parallelism", {}), "cpu_thread_binding": engine_cores}
     settings = EngineSettings(max_num_seqs=max_num_seqs, kv_cache_memory_bytes=1 << 30)
     entry.update(name="tiny-llama", source=str(Path(model_path).resolve()), engine_args=settings.kwargs())
     entry["env"] = {k: v for k, v in entry.get("env", {}).items() if k != "VLLM_CPU_KVCACHE_SPACE"}
@@ -388,6 +391,8 @@ def add_parser(commands: Any) -> None:
                         help="overload: admission off, on, or both")
     parser.add_argument("--slo-ttft-s", type=float, default=None, help="default: 1 (simulated), 3 (vllm)")
     parser.add_argument("--max-num-seqs", type=int, default=32, help="vllm: sequence slots")
+    parser.add_argument("--engine-cores", default=None,
+                        help="vllm: cores the engine computes on (VLLM_CPU_OMP_THREADS_BIND, e.g. 1)")
     parser.add_argument("--output-tokens", type=int, default=None)
     parser.add_argument("--overhead-rates", type=lambda t: [float(x) for x in t.split(",")],
                         default=[50.0, 100.0, 200.0])
@@ -408,7 +413,8 @@ def command(args: argparse.Namespace) -> None:
     if args.engine == "simulated":
         engine = simulated_engine(output_tokens=args.output_tokens or 32, slo_s=args.slo_ttft_s or 1.0)
     else:
-        engine = vllm_engine(args.model, args.max_num_seqs, args.output_tokens or 32, args.slo_ttft_s or 3.0)
+        engine = vllm_engine(args.model, args.max_num_seqs, args.output_tokens or 32, args.slo_ttft_s or 3.0,
+                             args.engine_cores)
     if {"overload", "fairness"} & set(args.runs):
         results["admission"] = run_admission(engine, args, out)
     if "overhead" in args.runs:
