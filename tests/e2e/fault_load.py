@@ -1,0 +1,91 @@
+"""Load for fault tests: how each request ended, and a one-line fault report.
+
+A request ends one of four ways: `complete`; `error`, an explicit OpenAI-shaped
+error (an HTTP error status, or an SSE error event followed by `[DONE]`);
+`dropped`, the connection broke (only a dying router may do that); or `hung`,
+no end within the client's timeout (never allowed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+OUTCOMES = ("complete", "error", "dropped", "hung")
+
+
+@dataclass
+class Ended:
+    outcome: str
+    started: float
+    ended: float
+    detail: str = ""
+
+
+def chat_body(model: str, max_tokens: int, stream: bool = True, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens,
+            "stream": stream, **extra}
+
+
+def assert_openai_error(document: str) -> None:
+    error = json.loads(document)["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+
+
+async def request_once(client: httpx.AsyncClient, url: str, body: dict[str, Any], timeout_s: float) -> Ended:
+    """Send one chat request and say how it ended; a timeout is a hang."""
+    started = time.monotonic()
+    try:
+        outcome, detail = await asyncio.wait_for(_exchange(client, url, body), timeout_s)
+    except TimeoutError:
+        outcome, detail = "hung", f"no end within {timeout_s}s"
+    except httpx.TransportError as error:
+        outcome, detail = "dropped", type(error).__name__
+    return Ended(outcome, started, time.monotonic(), detail)
+
+
+async def _exchange(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> tuple[str, str]:
+    async with client.stream("POST", url, json=body) as response:
+        if response.status_code != 200:
+            assert_openai_error((await response.aread()).decode())
+            return "error", f"status {response.status_code}"
+        if not body.get("stream"):
+            await response.aread()
+            return "complete", ""
+        events = [line.removeprefix("data: ") async for line in response.aiter_lines() if line.startswith("data: ")]
+    if not events or events[-1] != "[DONE]":
+        return "dropped", "stream ended without [DONE]"
+    errors = [event for event in events[:-1] if event.startswith('{"error"')]
+    if errors:
+        assert_openai_error(errors[-1])
+        return "error", "SSE error event"
+    return "complete", ""
+
+
+@dataclass
+class Report:
+    """One fault test's numbers, printed as one line for docs/reliability.md."""
+
+    fault: str
+    ended: list[Ended] = field(default_factory=list)
+    recovery_s: float | None = None
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(end.outcome for end in self.ended)
+
+    def line(self) -> str:
+        counts = self.counts
+        recovery = "n/a" if self.recovery_s is None else f"{self.recovery_s:.1f}s"
+        return (f"FAULT REPORT {self.fault}: sent={len(self.ended)} completed={counts['complete']} "
+                f"explicit_errors={counts['error']} dropped={counts['dropped']} hung={counts['hung']} "
+                f"recovery={recovery}")
+
+    def print(self) -> None:
+        print("\n" + self.line(), flush=True)
