@@ -1,9 +1,10 @@
 """Load for fault tests: how each request ended, and a one-line fault report.
 
-A request ends one of four ways: `complete`; `error`, an explicit OpenAI-shaped
+A request ends one of five ways: `complete`; `error`, an explicit OpenAI-shaped
 error (an HTTP error status, or an SSE error event followed by `[DONE]`);
-`dropped`, the connection broke (only a dying router may do that); or `hung`,
-no end within the client's timeout (never allowed).
+`unshaped`, an error that is not OpenAI-shaped (never allowed); `dropped`, the
+connection broke (only a dying router may do that); or `hung`, no end within the
+client's timeout (never allowed).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import httpx
 
-OUTCOMES = ("complete", "error", "dropped", "hung")
+OUTCOMES = ("complete", "error", "unshaped", "dropped", "hung")
 
 
 @dataclass
@@ -33,9 +34,12 @@ def chat_body(model: str, max_tokens: int, stream: bool = True, **extra: Any) ->
             "stream": stream, **extra}
 
 
-def assert_openai_error(document: str) -> None:
-    error = json.loads(document)["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
+def is_openai_error(document: str) -> bool:
+    try:
+        error = json.loads(document)["error"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}
 
 
 async def request_once(client: httpx.AsyncClient, url: str, body: dict[str, Any], timeout_s: float) -> Ended:
@@ -46,15 +50,16 @@ async def request_once(client: httpx.AsyncClient, url: str, body: dict[str, Any]
     except TimeoutError:
         outcome, detail = "hung", f"no end within {timeout_s}s"
     except httpx.TransportError as error:
-        outcome, detail = "dropped", type(error).__name__
-    return Ended(outcome, started, time.monotonic(), detail)
+        outcome, detail = "dropped", f"{type(error).__name__}: {error}"
+    return Ended(outcome, started, time.monotonic(), f"{'stream' if body.get('stream') else 'whole'} {detail}")
 
 
 async def _exchange(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> tuple[str, str]:
     async with client.stream("POST", url, json=body) as response:
         if response.status_code != 200:
-            assert_openai_error((await response.aread()).decode())
-            return "error", f"status {response.status_code}"
+            document = (await response.aread()).decode(errors="replace")
+            detail = f"status {response.status_code} {document[:200]!r} {dict(response.headers)}"
+            return ("error" if is_openai_error(document) else "unshaped"), detail
         if not body.get("stream"):
             await response.aread()
             return "complete", ""
@@ -63,8 +68,7 @@ async def _exchange(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -
         return "dropped", "stream ended without [DONE]"
     errors = [event for event in events[:-1] if event.startswith('{"error"')]
     if errors:
-        assert_openai_error(errors[-1])
-        return "error", "SSE error event"
+        return ("error" if is_openai_error(errors[-1]) else "unshaped"), f"SSE {errors[-1][:200]}"
     return "complete", ""
 
 
@@ -84,8 +88,14 @@ class Report:
         counts = self.counts
         recovery = "n/a" if self.recovery_s is None else f"{self.recovery_s:.1f}s"
         return (f"FAULT REPORT {self.fault}: sent={len(self.ended)} completed={counts['complete']} "
-                f"explicit_errors={counts['error']} dropped={counts['dropped']} hung={counts['hung']} "
-                f"recovery={recovery}")
+                f"explicit_errors={counts['error']} unshaped={counts['unshaped']} dropped={counts['dropped']} "
+                f"hung={counts['hung']} recovery={recovery}")
+
+    def failures(self) -> list[str]:
+        """What went wrong, with when each such request started and ended (s after the first started)."""
+        zero = min((end.started for end in self.ended), default=0.0)
+        return [f"{end.outcome} ({end.started - zero:.1f}-{end.ended - zero:.1f}s): {end.detail}"
+                for end in self.ended if end.outcome != "complete"]
 
     def print(self) -> None:
         print("\n" + self.line(), flush=True)
