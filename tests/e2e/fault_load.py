@@ -79,6 +79,7 @@ class Report:
     fault: str
     ended: list[Ended] = field(default_factory=list)
     recovery_s: float | None = None
+    note: str = ""
 
     @property
     def counts(self) -> Counter:
@@ -89,7 +90,7 @@ class Report:
         recovery = "n/a" if self.recovery_s is None else f"{self.recovery_s:.1f}s"
         return (f"FAULT REPORT {self.fault}: sent={len(self.ended)} completed={counts['complete']} "
                 f"explicit_errors={counts['error']} unshaped={counts['unshaped']} dropped={counts['dropped']} "
-                f"hung={counts['hung']} recovery={recovery}")
+                f"hung={counts['hung']} recovery={recovery}" + (f" ({self.note})" if self.note else ""))
 
     def failures(self) -> list[str]:
         """What went wrong, with when each such request started and ended (s after the first started)."""
