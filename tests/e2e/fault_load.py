@@ -4,7 +4,8 @@ A request ends one of five ways: `complete`; `error`, an explicit OpenAI-shaped
 error (an HTTP error status, or an SSE error event followed by `[DONE]`);
 `unshaped`, an error that is not OpenAI-shaped (never allowed); `dropped`, the
 connection broke (only a dying router may do that); or `hung`, no end within the
-client's timeout (never allowed).
+client's timeout (never allowed). A test may also record `left`: the client itself
+went away on purpose.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import httpx
 
-OUTCOMES = ("complete", "error", "unshaped", "dropped", "hung")
+OUTCOMES = ("complete", "error", "unshaped", "dropped", "hung", "left")
 
 
 @dataclass
@@ -90,7 +91,8 @@ class Report:
         recovery = "n/a" if self.recovery_s is None else f"{self.recovery_s:.1f}s"
         return (f"FAULT REPORT {self.fault}: sent={len(self.ended)} completed={counts['complete']} "
                 f"explicit_errors={counts['error']} unshaped={counts['unshaped']} dropped={counts['dropped']} "
-                f"hung={counts['hung']} recovery={recovery}" + (f" ({self.note})" if self.note else ""))
+                f"hung={counts['hung']}" + (f" left_by_client={counts['left']}" if counts["left"] else "")
+                + f" recovery={recovery}" + (f" ({self.note})" if self.note else ""))
 
     def failures(self) -> list[str]:
         """What went wrong, with when each such request started and ended (s after the first started)."""
