@@ -14,6 +14,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,15 @@ async def _exchange(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -
     if errors:
         return ("error" if is_openai_error(errors[-1]) else "unshaped"), f"SSE {errors[-1][:200]}"
     return "complete", ""
+
+
+def waited_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.2) -> float:
+    """Poll until `condition()` holds or `timeout_s` passes; the seconds it took (the caller
+    asserts the condition itself, so a timeout fails there with its own message)."""
+    started = time.monotonic()
+    while not condition() and time.monotonic() - started < timeout_s:
+        time.sleep(poll_s)
+    return time.monotonic() - started
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pytest
 from serve_app.outcomes import Ticket
 from tests.e2e.admission_stack import controller  # noqa: F401 (a fixture)
 from tests.e2e.admission_stack import KEYS, MODEL, Controller, chat, simulated_config
-from tests.e2e.fault_load import Ended, Report, request_once
+from tests.e2e.fault_load import Ended, Report, request_once, waited_for
 from tests.e2e.stack import Stack, running_stack
 
 LEASE_TTL_S = 4.0
@@ -75,9 +75,8 @@ def test_killing_the_controller_mid_load_leaks_nothing_and_hangs_nothing(stack: 
     time.sleep(LEASE_TTL_S + 2)
     snapshot = controller("snapshot")
     assert snapshot["in_flight"] == 0 and snapshot["queued"] == 0
-    deadline = time.monotonic() + 30  # the new controller relearns the capacity from the replica's reports
-    while not controller("snapshot")["models"].get(MODEL, {}).get("replicas") and time.monotonic() < deadline:
-        time.sleep(0.5)
+    # the new controller relearns the capacity from the replica's reports
+    waited_for(lambda: bool(controller("snapshot")["models"].get(MODEL, {}).get("replicas")), 30, poll_s=0.5)
     assert controller("snapshot")["models"][MODEL]["replicas"] == 1
     response = httpx.post(stack.base_url + "/v1/chat/completions", json=chat(2),
                           headers={"Authorization": f"Bearer {KEYS['free']}"}, timeout=30)
@@ -85,9 +84,7 @@ def test_killing_the_controller_mid_load_leaks_nothing_and_hangs_nothing(stack: 
 
 
 def wait_until_idle(controller: Controller, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while controller("snapshot")["in_flight"] and time.monotonic() < deadline:
-        time.sleep(0.2)
+    waited_for(lambda: controller("snapshot")["in_flight"] == 0, timeout_s)
 
 
 def test_leases_of_a_router_that_died_expire_after_their_ttl(controller: Controller):

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.fault_load import Ended, Report, chat_body, request_once
+from tests.e2e.fault_load import Ended, Report, chat_body, request_once, waited_for
 from tests.e2e.serve_process import cmdline, descendants
 from tests.e2e.stack import API_KEY, Stack, local_config, running_stack
 
@@ -86,8 +86,7 @@ class Traffic:
 def test_a_dead_engine_fails_the_health_check_and_the_replica_is_replaced(stack: Stack):
     statuses = set()
     with Traffic(stack) as traffic:
-        while not traffic.successes_after(0):
-            time.sleep(0.2)
+        waited_for(lambda: bool(traffic.successes_after(0)), HANG_AFTER_S)
         os.kill(engine_core_pid(), signal.SIGKILL)
         killed_at = time.monotonic()
         deadline = killed_at + RECOVERY_BUDGET_S

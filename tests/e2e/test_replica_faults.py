@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.fault_load import Ended, Report, chat_body, request_once
+from tests.e2e.fault_load import Ended, Report, chat_body, request_once, waited_for
 from tests.e2e.serve_process import cmdline, descendants, serving
 from tests.e2e.stack import ROOT
 
@@ -93,11 +93,7 @@ def test_requests_without_output_yet_are_retried_on_another_replica(two_replicas
 
 def wait_for_two_replicas(served: Served, timeout_s: float = 120.0) -> float:
     """Serve replaces the killed replica; wait until both are back, and say how long that took."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if len(served.replicas()) == 2:
-            took_s = time.monotonic() - started
-            time.sleep(3)  # let the new one finish starting
-            return took_s
-        time.sleep(1)
-    raise AssertionError("the killed replica was not replaced")
+    took_s = waited_for(lambda: len(served.replicas()) == 2, timeout_s)
+    assert len(served.replicas()) == 2, "the killed replica was not replaced"
+    time.sleep(3)  # let the new one finish starting
+    return took_s

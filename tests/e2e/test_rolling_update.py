@@ -16,7 +16,7 @@ import pytest
 
 from serve_app.config import AppConfig
 from tests.e2e.admission_stack import KEYS, MODEL, simulated_config
-from tests.e2e.fault_load import Ended, Report, chat_body, request_once
+from tests.e2e.fault_load import Ended, Report, chat_body, request_once, waited_for
 from tests.e2e.stack import Stack, running_stack
 
 STREAMS = 12
@@ -52,12 +52,6 @@ def replicas_of(deployment: str) -> set[str]:
             if f"#{deployment}#" in actor["name"]}
 
 
-def wait_until(settled: Callable[[set[str]], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not settled(replicas_of(SERVER)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-
-
 async def traffic_across(stack: Stack, change: Callable[[], None]) -> list[Ended]:
     """Long streams, then `change` while they run, with short requests sent all along."""
     url = stack.base_url + "/v1/chat/completions"
@@ -80,7 +74,7 @@ def rollout(stack: Stack, fault: str, new_config: AppConfig,
 
     def change() -> None:
         redeploy(new_config)
-        wait_until(settled, HANG_AFTER_S)
+        waited_for(lambda: settled(replicas_of(SERVER)), HANG_AFTER_S)
 
     report = Report(fault, asyncio.run(traffic_across(stack, change)), time.monotonic() - started)
     report.print()
@@ -99,7 +93,7 @@ def test_redeploying_a_changed_config_replaces_replicas_without_failing_a_stream
 
 
 def test_scaling_down_drains_the_streams_of_the_removed_replica(stack: Stack):
-    wait_until(lambda now: len(now) == 2, HANG_AFTER_S)
+    waited_for(lambda: len(replicas_of(SERVER)) == 2, HANG_AFTER_S)
     smaller = rollout_config(replicas=1, decode_step_s=CHANGED_STEP_S)  # only the replica count changes
     report = rollout(stack, "downscale (2 -> 1 replicas)", smaller, settled=lambda now: len(now) == 1)
     assert len(replicas_of(SERVER)) == 1

@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.admission_stack import controller  # noqa: F401 (a fixture)
 from tests.e2e.admission_stack import KEYS, MODEL, Controller, simulated_config
-from tests.e2e.fault_load import Ended, Report, chat_body, request_once
+from tests.e2e.fault_load import Ended, Report, chat_body, request_once, waited_for
 from tests.e2e.serve_process import cmdline, descendants
 from tests.e2e.stack import Stack, running_stack
 
@@ -57,26 +57,13 @@ async def load_with_a_kill(stack: Stack, kill_after_s: float) -> tuple[list[Ende
         return await asyncio.gather(*requests), killed_at
 
 
-def wait_for_routers(count: int, timeout_s: float) -> float:
-    started = time.monotonic()
-    while len(router_pids()) < count and time.monotonic() - started < timeout_s:
-        time.sleep(0.2)
-    return time.monotonic() - started
-
-
-def wait_until_released(controller: Controller, timeout_s: float) -> float:
-    started = time.monotonic()
-    while controller("snapshot")["in_flight"] and time.monotonic() - started < timeout_s:
-        time.sleep(0.2)
-    return time.monotonic() - started
-
-
 def test_killing_a_router_under_load_hangs_nothing_and_leaks_nothing(stack: Stack, controller: Controller):
     assert len(router_pids()) == 2
     ended, killed_at = asyncio.run(load_with_a_kill(stack, kill_after_s=3.0))
-    replaced_s = (time.monotonic() - killed_at) + wait_for_routers(2, 60)
+    replaced_s = (time.monotonic() - killed_at) + waited_for(lambda: len(router_pids()) == 2, 60)
     orphaned = controller("snapshot")["in_flight"]  # leases only the dead router could have released
-    released_s = (time.monotonic() - killed_at) + wait_until_released(controller, LEASE_TTL_S + 5)
+    released = lambda: controller("snapshot")["in_flight"] == 0  # noqa: E731
+    released_s = (time.monotonic() - killed_at) + waited_for(released, LEASE_TTL_S + 5)
     report = Report("router death (SIGKILL 1 of 2 routers)", ended, replaced_s,
                     note=f"{orphaned} orphaned leases released {released_s:.1f}s after the kill")
     report.print()
