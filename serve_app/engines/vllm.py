@@ -89,7 +89,8 @@ class VLLMEngine:
             result = serving.create_error_response(error)
         if isinstance(result, ErrorResponse):
             if self._engine.errored:  # vLLM says 500; for the client it is a transient outage
-                return _error_reply(503, ENGINE_DEAD_MESSAGE, None, code="engine_unavailable")
+                return _error_reply(503, ENGINE_DEAD_MESSAGE, None, code="engine_unavailable",
+                                    headers={"Retry-After": "1"})
             return _error_reply(result.error.code, result.error.message, result.error.param)
         if isinstance(result, BaseModel):
             return Reply(ReplyHead(200, False), _once(result.model_dump_json().encode()))
@@ -133,9 +134,10 @@ async def _encoded(frames: AsyncIterator[str]) -> AsyncIterator[bytes]:
         await frames.aclose()  # aborts the engine request when the client is gone
 
 
-def _error_reply(status: int, message: str, param: str | None, code: str | None = None) -> Reply:
+def _error_reply(status: int, message: str, param: str | None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> Reply:
     body = error_body(message, HTTPStatus(status), param=param, code=code or context_code(message))
-    return Reply(ReplyHead(status, False), _once(json.dumps(body).encode()))
+    return Reply(ReplyHead(status, False, headers or {}), _once(json.dumps(body).encode()))
 
 
 def _first_error(error: Any) -> str:
