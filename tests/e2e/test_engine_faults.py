@@ -97,9 +97,12 @@ def test_a_dead_engine_fails_the_health_check_and_the_replica_is_replaced(stack:
     report = Report("engine death (vLLM EngineCore SIGKILL, 1 replica)", traffic.ended,
                     recovered[0].ended - killed_at if recovered else None)
     report.print()
+    print("\n".join(report.failures()))
     assert "UNHEALTHY" in statuses  # the failed health check, as Serve reports it
     assert len(recovered) >= 4, report.line()
     counts = report.counts
     assert counts["hung"] == 0 and counts["dropped"] == 0, report.line()
     assert counts["error"] >= 1  # the outage was seen, and seen as explicit errors
+    assert all("status 503" in failure and "'retry-after'" in failure or "SSE" in failure
+               for failure in report.failures()), report.failures()
     assert engine_core_pid()  # a new engine runs in the new replica
