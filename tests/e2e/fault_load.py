@@ -20,9 +20,6 @@ from typing import Any
 
 import httpx
 
-OUTCOMES = ("complete", "error", "unshaped", "dropped", "hung", "left")
-
-
 @dataclass
 class Ended:
     outcome: str
