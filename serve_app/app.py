@@ -44,6 +44,12 @@ def config_from_args(args: dict[str, Any]) -> AppConfig:
     raise ConfigError("build_app needs args 'config' (a YAML path) or 'config_inline' (a mapping)")
 
 
+def router_shutdown_timeout_s(config: AppConfig) -> float:
+    """A stopping router relays its streams to their end: after the load balancers' drain
+    period, as long as the most patient model's replicas let theirs run."""
+    return config.http.drain_period_s + max(model.graceful_shutdown_timeout_s for model in config.models)
+
+
 def build_application(config: AppConfig) -> Application:
     config = with_local_sources(config)
     servers = {model.name: llm_server_deployment(model).options(logging_config=QUIET).bind(model)
@@ -60,6 +66,7 @@ def build_application(config: AppConfig) -> Application:
         num_replicas=config.router.replicas,
         max_ongoing_requests=config.router.max_ongoing_requests,
         ray_actor_options={"num_cpus": config.router.num_cpus},
+        graceful_shutdown_timeout_s=router_shutdown_timeout_s(config),
         logging_config=QUIET,
     )
     return router.bind(config, servers, admission)

@@ -141,9 +141,13 @@ class ModelConfig(Strict):
     env: dict[str, str] = {}
     """Environment variables set in the replica before its engine starts."""
     health_check_period_s: PositiveFloat = 10.0
+    """Seconds between Serve's checks of the replica's engine; after 3 failures in a row
+    Serve replaces the replica (default 10)."""
     health_check_timeout_s: PositiveFloat = 30.0
+    """Seconds a health check may take before it counts as failed (default 30)."""
     graceful_shutdown_timeout_s: NonNegativeFloat = 60.0
-    """How long a stopping replica lets in-flight streams finish."""
+    """How long a stopping replica lets in-flight streams finish, in seconds (default 60).
+    Routers wait http.drain_period_s plus the largest of these, as they relay the streams."""
 
     @field_validator("engine_args")
     @classmethod

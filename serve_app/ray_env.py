@@ -51,6 +51,12 @@ def ray_environment(config: AppConfig) -> dict[str, str]:
         # skipping the Python proxy and its per-chunk Ray message.
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
         env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = f"{config.http.drain_period_s:g}"
+        # After a reload, an old HAProxy process keeps serving the client connections it
+        # holds (a finished stream's keep-alive connection, say) with its old list of
+        # routers. When a rollout has closed them all, a request there fails at once (500)
+        # unless it retries long enough for the health checks to mark them down and fall
+        # back on Serve's proxy, which reaches the new routers.
+        env["RAY_SERVE_HAPROXY_RETRIES"] = "8"
         env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(config.http.haproxy_metrics_port or free_port())
         env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(config.http.haproxy_stats_port or free_port())
         env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] = str(config.http.fallback_proxy_port or free_port())

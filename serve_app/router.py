@@ -190,7 +190,8 @@ class OpenAIEndpoint:
             raise ApiError(503, str(error), code="replica_unavailable", headers={"Retry-After": "1"}) from None
         finally:
             release(usage_in(payload) if opened.head.status == 200 else NOTHING_USED)
-        return Response(payload, status_code=opened.head.status, media_type="application/json", headers=headers)
+        return Response(payload, status_code=opened.head.status, media_type="application/json",
+                        headers={**opened.head.headers, **headers})
 
 
 async def _stream(opened: OpenedReply, release: Callable[[bytes], None]) -> AsyncIterator[bytes]:

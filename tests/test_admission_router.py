@@ -117,6 +117,17 @@ def test_an_engine_error_releases_as_nothing_used():
     assert gate.released == [("lease-3", Usage(0, 0))]
 
 
+def test_a_replicas_503_reaches_the_client_with_its_retry_after():
+    error = json.dumps({"error": {"message": "engine died", "type": "ServiceUnavailableError", "param": None,
+                                  "code": "engine_unavailable"}})
+    reply = [ReplyHead(503, False, headers={"Retry-After": "1"}), error.encode()]
+    http, gate = client(Decision(Outcome.ADMITTED, lease_id="lease-4"), reply)
+    response = http.post("/v1/chat/completions", json=CHAT)
+    assert (response.status_code, response.headers["retry-after"]) == (503, "1")
+    assert response.json()["error"]["code"] == "engine_unavailable"
+    assert gate.released == [("lease-4", Usage(0, 0))]
+
+
 def test_the_priority_header_names_a_class_or_is_refused():
     http, gate = client(Decision(Outcome.ADMITTED, lease_id="l"))
     assert http.post("/v1/chat/completions", json=CHAT, headers={PRIORITY_HEADER: "batch"}).status_code == 200

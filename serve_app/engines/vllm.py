@@ -24,6 +24,8 @@ from serve_app.protocol import EngineRequest, EngineStats, ReplyHead
 
 logger = logging.getLogger(__name__)
 
+ENGINE_DEAD_MESSAGE = "the model replica's engine failed and the replica is being replaced; retry shortly"
+
 
 def parse_serve_args(model: ModelConfig) -> Any:
     """Parse the model's arguments with `vllm serve`'s own parser and checks."""
@@ -118,6 +120,9 @@ class VLLMEngine:
         except Exception as error:  # vLLM raises for bad input; map as its server does
             result = serving.create_error_response(error)
         if isinstance(result, ErrorResponse):
+            if self._engine.errored:  # vLLM says 500; for the client it is a transient outage
+                return _error_reply(503, ENGINE_DEAD_MESSAGE, None, code="engine_unavailable",
+                                    headers={"Retry-After": "1"})
             return _error_reply(result.error.code, result.error.message, result.error.param)
         if isinstance(result, BaseModel):
             return Reply(ReplyHead(200, False), _once(result.model_dump_json().encode()))
@@ -132,7 +137,7 @@ class VLLMEngine:
             raise EngineDead(f"vLLM engine is dead: {error}") from error
 
     def stats(self) -> EngineStats:
-        if self._engine is None:
+        if self._engine is None or self._engine.errored:  # admission stops counting this replica
             return EngineStats()
         config = self._engine.vllm_config
         blocks = config.cache_config.num_gpu_blocks or 0
@@ -161,9 +166,10 @@ async def _encoded(frames: AsyncIterator[str]) -> AsyncIterator[bytes]:
         await frames.aclose()  # aborts the engine request when the client is gone
 
 
-def _error_reply(status: int, message: str, param: str | None) -> Reply:
-    body = error_body(message, HTTPStatus(status), param=param, code=context_code(message))
-    return Reply(ReplyHead(status, False), _once(json.dumps(body).encode()))
+def _error_reply(status: int, message: str, param: str | None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> Reply:
+    body = error_body(message, HTTPStatus(status), param=param, code=code or context_code(message))
+    return Reply(ReplyHead(status, False, headers or {}), _once(json.dumps(body).encode()))
 
 
 def _first_error(error: Any) -> str:

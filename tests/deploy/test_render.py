@@ -98,6 +98,9 @@ def test_nemotron_deployments_carry_the_configs_placement_and_autoscaling():
     assert server["graceful_shutdown_timeout_s"] == model.graceful_shutdown_timeout_s
     assert options["Router"]["num_replicas"] == config.router.replicas == 2
     assert options["Router"]["ray_actor_options"] == {"num_cpus": config.router.num_cpus}
+    # a stopping router relays its streams as long as the replica behind it lets them run
+    assert options["Router"]["graceful_shutdown_timeout_s"] == (config.http.drain_period_s
+                                                                + model.graceful_shutdown_timeout_s)
     assert options["AdmissionController"]["num_replicas"] == 1
 
 

@@ -21,11 +21,13 @@ SIMULATED = {"max_batch": 4, "kv_tokens": 65536, "decode_step_base_s": 0.02,
              "decode_step_per_seq_s": 0.0, "max_model_len": 4096}
 
 
-def simulated_config(routers: int = 2, **admission: Any) -> AppConfig:
+def simulated_config(routers: int = 2, *, replicas: int = 1, simulated: dict[str, Any] | None = None,
+                     **admission: Any) -> AppConfig:
     return parse_config({
-        "models": [{"name": MODEL, "source": "simulated", "engine": "simulated", "simulated": SIMULATED,
-                    "resources": {"num_cpus": 0.2},
-                    "autoscaling": {"min_replicas": 1, "max_replicas": 1, "max_ongoing_requests": 1000}}],
+        "models": [{"name": MODEL, "source": "simulated", "engine": "simulated",
+                    "simulated": {**SIMULATED, **(simulated or {})}, "resources": {"num_cpus": 0.2},
+                    "autoscaling": {"min_replicas": replicas, "max_replicas": replicas,
+                                    "max_ongoing_requests": 1000}}],
         "router": {"replicas": routers, "num_cpus": 0.2},
         "auth": {"keys": [{"sha256": key_hash(key), "tenant": tenant} for tenant, key in KEYS.items()],
                  "keys_env": None},

@@ -7,7 +7,6 @@ timing is known; the relay code under test is the same for vLLM.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -18,11 +17,13 @@ import httpx
 import pytest
 import yaml
 
+from tests.e2e.fault_load import Ended, Report, chat_body, request_once, waited_for
 from tests.e2e.serve_process import cmdline, descendants, serving
 from tests.e2e.stack import ROOT
 
 STREAMS = 16
 TOKENS = 150  # 150 decode steps of 20 ms: the streams are still running when the replica dies
+HANG_AFTER_S = 45.0
 
 
 @dataclass
@@ -30,9 +31,12 @@ class Served:
     base_url: str
     pid: int
 
+    def replicas(self) -> list[int]:
+        return [pid for pid in descendants(self.pid) if "ServeReplica:llm:LLMServer" in cmdline(pid)]
+
     def kill_a_replica(self) -> int:
         """SIGKILL one LLMServer replica process, as a crashed node or OOM kill would."""
-        replicas = [pid for pid in descendants(self.pid) if "ServeReplica:llm:LLMServer" in cmdline(pid)]
+        replicas = self.replicas()
         assert len(replicas) == 2, replicas
         os.kill(replicas[0], signal.SIGKILL)
         return replicas[0]
@@ -49,66 +53,47 @@ def two_replicas(tmp_path_factory):
         yield Served(base_url, process.pid)
 
 
-async def stream_once(client: httpx.AsyncClient, url: str) -> str:
-    """'complete', 'error' (an SSE error event then [DONE]) or a description of what went wrong."""
-    body = {"model": "sim-llama", "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": TOKENS, "stream": True}
-    events = []
-    async with client.stream("POST", url, json=body) as response:
-        if response.status_code != 200:
-            return f"status {response.status_code}"
-        async for line in response.aiter_lines():
-            if line.startswith("data: "):
-                events.append(line.removeprefix("data: "))
-    if not events or events[-1] != "[DONE]":
-        return "no [DONE]"
-    if any('"error"' in event for event in events[:-1]):
-        error = json.loads(events[-2])["error"]
-        assert set(error) == {"message", "type", "param", "code"}
-        return "error"
-    return "complete"
-
-
-async def kill_one_replica_during_streams(served: Served) -> tuple[list[str], float]:
+async def kill_one_replica_during_streams(served: Served) -> tuple[list[Ended], float]:
     url = served.base_url + "/v1/chat/completions"
-    async with httpx.AsyncClient(timeout=60) as client:
-        streams = [asyncio.create_task(stream_once(client, url)) for _ in range(STREAMS)]
+    async with httpx.AsyncClient(timeout=None) as client:
+        streams = [asyncio.create_task(request_once(client, url, chat_body("sim-llama", TOKENS), HANG_AFTER_S))
+                   for _ in range(STREAMS)]
         await asyncio.sleep(1.0)
-        killed_at = time.monotonic()
         served.kill_a_replica()
-        outcomes = await asyncio.wait_for(asyncio.gather(*streams), timeout=45)
-        return outcomes, time.monotonic() - killed_at
+        killed_at = time.monotonic()
+        return await asyncio.gather(*streams), killed_at
 
 
 def test_streams_of_a_dead_replica_end_with_an_error_and_the_rest_complete(two_replicas):
-    outcomes, took_s = asyncio.run(kill_one_replica_during_streams(two_replicas))
-    assert set(outcomes) <= {"complete", "error"}, outcomes  # none hung, none vanished
-    assert outcomes.count("error") >= 1 and outcomes.count("complete") >= 1
-    assert took_s < 30
+    ended, killed_at = asyncio.run(kill_one_replica_during_streams(two_replicas))
+    ended_within_s = max(end.ended for end in ended) - killed_at
+    replaced_s = time.monotonic() - killed_at + wait_for_two_replicas(two_replicas)
+    report = Report("replica death mid-stream (SIGKILL 1 of 2 LLMServer replicas)", ended, replaced_s,
+                    note=f"every stream ended within {ended_within_s:.1f}s of the kill")
+    report.print()
+    assert set(report.counts) <= {"complete", "error"}, report.failures()  # none hung, none vanished
+    assert report.counts["error"] >= 1 and report.counts["complete"] >= 1
+    assert ended_within_s < 30
 
 
-async def requests_right_after_a_kill(served: Served) -> list[int]:
+async def requests_right_after_a_kill(served: Served) -> list[Ended]:
     served.kill_a_replica()
-    body = {"model": "sim-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
-    async with httpx.AsyncClient(timeout=60) as client:
-        responses = await asyncio.gather(*(client.post(served.base_url + "/v1/chat/completions", json=body)
-                                           for _ in range(20)))
-    return [response.status_code for response in responses]
+    url, body = served.base_url + "/v1/chat/completions", chat_body("sim-llama", 5, stream=False)
+    async with httpx.AsyncClient(timeout=None) as client:
+        return await asyncio.gather(*(request_once(client, url, body, HANG_AFTER_S) for _ in range(20)))
 
 
 def test_requests_without_output_yet_are_retried_on_another_replica(two_replicas):
     wait_for_two_replicas(two_replicas)
-    statuses = asyncio.run(requests_right_after_a_kill(two_replicas))
-    assert statuses == [200] * 20
+    report = Report("replica death before the first token (retried on the other replica)",
+                    asyncio.run(requests_right_after_a_kill(two_replicas)))
+    report.print()
+    assert report.counts == {"complete": 20}, report.failures()
 
 
-def wait_for_two_replicas(served: Served, timeout_s: float = 120.0) -> None:
-    """Serve replaces the killed replica; wait until both are back."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        replicas = [pid for pid in descendants(served.pid) if "ServeReplica:llm:LLMServer" in cmdline(pid)]
-        if len(replicas) == 2:
-            time.sleep(3)  # let the new one finish starting
-            return
-        time.sleep(1)
-    raise AssertionError("the killed replica was not replaced")
+def wait_for_two_replicas(served: Served, timeout_s: float = 120.0) -> float:
+    """Serve replaces the killed replica; wait until both are back, and say how long that took."""
+    took_s = waited_for(lambda: len(served.replicas()) == 2, timeout_s)
+    assert len(served.replicas()) == 2, "the killed replica was not replaced"
+    time.sleep(3)  # let the new one finish starting
+    return took_s

@@ -1,0 +1,111 @@
+"""Load for fault tests: how each request ended, and a one-line fault report.
+
+A request ends one of five ways: `complete`; `error`, an explicit OpenAI-shaped
+error (an HTTP error status, or an SSE error event followed by `[DONE]`);
+`unshaped`, an error that is not OpenAI-shaped (never allowed); `dropped`, the
+connection broke (only a dying router may do that); or `hung`, no end within the
+client's timeout (never allowed). A test may also record `left`: the client itself
+went away on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+@dataclass
+class Ended:
+    outcome: str
+    started: float
+    ended: float
+    detail: str = ""
+
+
+def chat_body(model: str, max_tokens: int, stream: bool = True, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens,
+            "stream": stream, **extra}
+
+
+def is_openai_error(document: str) -> bool:
+    try:
+        error = json.loads(document)["error"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}
+
+
+async def request_once(client: httpx.AsyncClient, url: str, body: dict[str, Any], timeout_s: float) -> Ended:
+    """Send one chat request and say how it ended; a timeout is a hang."""
+    started = time.monotonic()
+    try:
+        outcome, detail = await asyncio.wait_for(_exchange(client, url, body), timeout_s)
+    except TimeoutError:
+        outcome, detail = "hung", f"no end within {timeout_s}s"
+    except httpx.TransportError as error:
+        outcome, detail = "dropped", f"{type(error).__name__}: {error}"
+    return Ended(outcome, started, time.monotonic(), f"{'stream' if body.get('stream') else 'whole'} {detail}")
+
+
+async def _exchange(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> tuple[str, str]:
+    async with client.stream("POST", url, json=body) as response:
+        if response.status_code != 200:
+            document = (await response.aread()).decode(errors="replace")
+            detail = f"status {response.status_code} {document[:200]!r} {dict(response.headers)}"
+            return ("error" if is_openai_error(document) else "unshaped"), detail
+        if not body.get("stream"):
+            await response.aread()
+            return "complete", ""
+        events = [line.removeprefix("data: ") async for line in response.aiter_lines() if line.startswith("data: ")]
+    if not events or events[-1] != "[DONE]":
+        return "dropped", "stream ended without [DONE]"
+    errors = [event for event in events[:-1] if event.startswith('{"error"')]
+    if errors:
+        return ("error" if is_openai_error(errors[-1]) else "unshaped"), f"SSE {errors[-1][:200]}"
+    return "complete", ""
+
+
+def waited_for(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.2) -> float:
+    """Poll until `condition()` holds or `timeout_s` passes; the seconds it took (the caller
+    asserts the condition itself, so a timeout fails there with its own message)."""
+    started = time.monotonic()
+    while not condition() and time.monotonic() - started < timeout_s:
+        time.sleep(poll_s)
+    return time.monotonic() - started
+
+
+@dataclass
+class Report:
+    """One fault test's numbers, printed as one line for docs/reliability.md."""
+
+    fault: str
+    ended: list[Ended] = field(default_factory=list)
+    recovery_s: float | None = None
+    note: str = ""
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(end.outcome for end in self.ended)
+
+    def line(self) -> str:
+        counts = self.counts
+        recovery = "n/a" if self.recovery_s is None else f"{self.recovery_s:.1f}s"
+        return (f"FAULT REPORT {self.fault}: sent={len(self.ended)} completed={counts['complete']} "
+                f"explicit_errors={counts['error']} unshaped={counts['unshaped']} dropped={counts['dropped']} "
+                f"hung={counts['hung']}" + (f" left_by_client={counts['left']}" if counts["left"] else "")
+                + f" recovery={recovery}" + (f" ({self.note})" if self.note else ""))
+
+    def failures(self) -> list[str]:
+        """What went wrong, with when each such request started and ended (s after the first started)."""
+        zero = min((end.started for end in self.ended), default=0.0)
+        return [f"{end.outcome} ({end.started - zero:.1f}-{end.ended - zero:.1f}s): {end.detail}"
+                for end in self.ended if end.outcome != "complete"]
+
+    def print(self) -> None:
+        print("\n" + self.line(), flush=True)
