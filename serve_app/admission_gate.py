@@ -2,16 +2,17 @@
 
 One controller call per request (`admit`); releases, with what each request used,
 leave in batches. Both travel over the admission link (one TCP connection to the
-controller, `channel/admission_link`), or as Serve handle calls if
-`admission.direct_link` is off. When the controller cannot be reached (dead,
-restarting, stuck) the router follows `admission.when_unreachable` (by default a
-conservative local limit) and decides alone for a while before it asks again, so
-a dead controller costs a request at most one timeout.
+controller, `channel/admission_link`) while it is open, else (and always if
+`admission.direct_link` is off) as Serve handle calls. When the controller cannot
+be reached (dead, restarting, stuck) the router follows `admission.when_unreachable`
+(by default a conservative local limit) and decides alone for a while before it
+asks again, so a dead controller costs a request at most one timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -75,6 +76,12 @@ class AdmissionGate:
     def local(self) -> LocalLimit:
         return self._local
 
+    async def connect(self) -> None:
+        """Open the admission link now rather than on the first admit."""
+        if self._link is not None:
+            with contextlib.suppress(Exception):  # logged; admits use the handle meanwhile
+                await self._link.open_soon()
+
     async def admit(self, ticket: Ticket) -> Decision:
         if not self._config.enabled:
             return UNMANAGED
@@ -108,9 +115,12 @@ class AdmissionGate:
         self._to_release.append((lease_id, usage, first_byte_s))
 
     async def _ask(self, ticket: Ticket) -> Decision:
-        if self._link is None:
-            return await self._controller.admit.remote(ticket)
-        return await (await self._link.get()).admit(ticket)
+        link = self._link.current if self._link else None
+        if link is not None:
+            return await link.admit(ticket)
+        if self._link is not None:
+            self._link.open_soon()
+        return await self._controller.admit.remote(ticket)
 
     def _alone(self) -> Decision:
         policy = self._config.when_unreachable

@@ -80,6 +80,11 @@ def admission(request):
     return settings
 
 
+async def connected(gate: AdmissionGate) -> AdmissionGate:
+    await gate.connect()
+    return gate
+
+
 async def grants(ticket: Ticket) -> Decision:
     return Decision(Outcome.ADMITTED, lease_id="lease-1")
 
@@ -94,14 +99,14 @@ async def hangs(ticket: Ticket) -> Decision:
 
 async def test_one_controller_call_per_request(fake, admission):
     controller = fake(grants)
-    gate = AdmissionGate(controller, admission())
+    gate = await connected(AdmissionGate(controller, admission()))
     decision = await gate.admit(TICKET)
     assert decision.lease_id == "lease-1" and controller.asked == [TICKET]
 
 
 async def test_with_admission_disabled_the_controller_is_never_asked(fake, admission):
     controller = fake(grants)
-    gate = AdmissionGate(controller, admission(enabled=False))
+    gate = await connected(AdmissionGate(controller, admission(enabled=False)))
     decision = await gate.admit(TICKET)
     assert decision.admitted and decision.lease_id is None and controller.asked == []
     gate.release(decision.lease_id)
@@ -109,7 +114,7 @@ async def test_with_admission_disabled_the_controller_is_never_asked(fake, admis
 
 async def test_releases_leave_in_batches_with_their_usage(fake, admission):
     controller = fake(grants)
-    gate = AdmissionGate(controller, admission())
+    gate = await connected(AdmissionGate(controller, admission()))
     await gate.admit(TICKET)  # the link is open from the first admit on
     gate.release("a", Usage(1, 2))
     gate.release("b")
@@ -120,7 +125,7 @@ async def test_releases_leave_in_batches_with_their_usage(fake, admission):
 
 async def test_an_unreachable_controller_falls_back_to_a_local_limit(fake, admission):
     controller = fake(dies)
-    gate = AdmissionGate(controller, admission())
+    gate = await connected(AdmissionGate(controller, admission()))
     first, second, third = [await gate.admit(TICKET) for _ in range(3)]
     assert first.admitted and first.lease_id.startswith(LOCAL_PREFIX) and second.admitted
     assert third.outcome is Outcome.UNAVAILABLE and third.retry_after_s
@@ -132,7 +137,7 @@ async def test_an_unreachable_controller_falls_back_to_a_local_limit(fake, admis
 async def test_the_controller_is_asked_again_after_the_retry_interval(fake, admission):
     now = [0.0]
     controller = fake(dies)
-    gate = AdmissionGate(controller, admission(unreachable_retry_s=2.0), clock=lambda: now[0])
+    gate = await connected(AdmissionGate(controller, admission(unreachable_retry_s=2.0), clock=lambda: now[0]))
     await gate.admit(TICKET)
     controller.behaviour = grants
     now[0] = 1.0
@@ -143,7 +148,7 @@ async def test_the_controller_is_asked_again_after_the_retry_interval(fake, admi
 
 async def test_a_hung_controller_costs_one_timeout_then_the_router_decides_alone(monkeypatch, fake, admission):
     monkeypatch.setattr(gate_module, "CALL_GRACE_S", 0.05)
-    gate = AdmissionGate(fake(hangs), admission())
+    gate = await connected(AdmissionGate(fake(hangs), admission()))
     started = time.monotonic()
     assert (await gate.admit(TICKET)).admitted
     assert time.monotonic() - started < 1.0
@@ -154,7 +159,7 @@ async def test_a_hung_controller_costs_one_timeout_then_the_router_decides_alone
 
 @pytest.mark.parametrize(("policy", "admitted"), [("admit", True), ("refuse", False)])
 async def test_the_unreachable_policy_is_configurable(policy, admitted, fake, admission):
-    gate = AdmissionGate(fake(dies), admission(when_unreachable=policy))
+    gate = await connected(AdmissionGate(fake(dies), admission(when_unreachable=policy)))
     decisions = [await gate.admit(TICKET) for _ in range(5)]
     assert all(decision.admitted is admitted for decision in decisions)
     assert all(decision.lease_id is None for decision in decisions)
@@ -169,3 +174,16 @@ async def test_deciding_alone_counts_what_the_controller_had_granted(fake, admis
     assert (await gate.admit(TICKET)).outcome is Outcome.UNAVAILABLE
     gate.release(held.lease_id)
     assert (await gate.admit(TICKET)).admitted
+
+
+async def test_until_the_link_is_open_the_gate_asks_through_the_handle_and_opens_it_meanwhile(fake, admission):
+    controller = fake(grants)
+    gate = AdmissionGate(controller, admission(direct_link=True))
+    assert (await gate.admit(TICKET)).admitted  # through the handle; the link opens meanwhile
+    await asyncio.sleep(0.05)
+    assert (await gate.admit(TICKET)).admitted  # over the link
+    assert len(controller.admit.calls) == 1 and len(controller.asked) == 2
+    gate._link.current._transport.abort()  # the controller restarted
+    await asyncio.sleep(0.01)
+    assert (await gate.admit(TICKET)).admitted
+    assert len(controller.admit.calls) == 2 and len(controller.link_address.calls) == 2

@@ -2,20 +2,24 @@
 
 Admits are matched to their decisions by call id. When the connection closes
 (the controller died or restarted) every call on it fails at once, so the router
-applies its unreachable policy instead of waiting; the next use asks the
-controller's Serve handle for its (new) address and connects again.
+applies its unreachable policy instead of waiting. Until the link is open again
+(its address comes from the controller's Serve handle) the router asks through
+the handle, each call with its own timeout: the handle is the fallback path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import pickle
 from typing import Any
 
 from serve_app.channel.frames import ADMIT, CANCEL, DECISION, HELLO, RELEASE, FrameReader
 from serve_app.channel.outbox import ChannelBroken, Outbox
 from serve_app.outcomes import Decision, Ticket
+
+logger = logging.getLogger("ray.serve")
 
 
 class AdmissionLink(Outbox):
@@ -76,29 +80,27 @@ class AdmissionLink(Outbox):
 
 
 class ControllerLink:
-    """Keeps the router's AdmissionLink open, (re)connecting on demand to the address the
-    controller gives through its Serve handle."""
+    """Keeps the router's AdmissionLink open, connecting in the background to the address
+    the controller gives through its Serve handle (again after the controller restarts)."""
 
     def __init__(self, controller: Any, timeout_s: float) -> None:
         self._controller = controller
         self._timeout_s = timeout_s
         self._link: AdmissionLink | None = None
-        self._opening: asyncio.Future[AdmissionLink] | None = None
+        self._opening: asyncio.Task[AdmissionLink] | None = None
 
     @property
     def current(self) -> AdmissionLink | None:
-        """The open link, if there is one (never connects)."""
+        """The open link, if there is one (never waits)."""
         link = self._link
         return link if link is not None and not link.broken else None
 
-    async def get(self) -> AdmissionLink:
-        """An open link; raises if the controller cannot be reached."""
-        link = self.current
-        if link is not None:
-            return link
-        if self._opening is None or self._opening.done():
+    def open_soon(self) -> asyncio.Task[AdmissionLink]:
+        """Start connecting unless connected or connecting; callers meanwhile use the handle."""
+        if self._opening is None or (self._opening.done() and self.current is None):
             self._opening = asyncio.ensure_future(asyncio.wait_for(self._open(), self._timeout_s))
-        return await asyncio.shield(self._opening)  # one caller's timeout must not stop the others' connect
+            self._opening.add_done_callback(_log_failure)
+        return self._opening
 
     async def _open(self) -> AdmissionLink:
         address = await self._controller.link_address.remote()
@@ -111,3 +113,8 @@ class ControllerLink:
     def close(self) -> None:
         if self._link is not None:
             self._link.close()
+
+
+def _log_failure(opening: asyncio.Task[AdmissionLink]) -> None:
+    if not opening.cancelled() and opening.exception() is not None:
+        logger.warning("cannot open the admission link (handle calls meanwhile): %r", opening.exception())

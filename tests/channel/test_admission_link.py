@@ -126,14 +126,14 @@ async def test_the_router_reconnects_to_a_restarted_controller_at_its_new_addres
 
     controller = SimpleNamespace(link_address=SimpleNamespace(remote=current_address))
     links = ControllerLink(controller, timeout_s=1.0)
-    old = await links.get()
-    assert await links.get() is old
+    old = await links.open_soon()
+    assert links.current is old and links.open_soon() is links.open_soon()
     assert (await old.admit(ticket("a"))).admitted
     old._transport.abort()  # the controller died
     await asyncio.sleep(0.01)
     assert links.current is None
     addresses.pop(0)  # Serve started a new replica, listening elsewhere
-    new = await links.get()
+    new = await links.open_soon()
     assert new is not old and (await new.admit(ticket("b"))).lease_id == "lease-b"
     for server in servers:
         server.stop()
