@@ -293,7 +293,8 @@ def run_overhead(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def run_calls(args: argparse.Namespace) -> dict[str, Any]:
     """What admission adds to a request's path, at each rate: the router's admit call to a
     real AdmissionController deployment (releases batched as the router does), no HTTP
-    around it, so the rate is not capped by the rest of the stack on this machine."""
+    around it, so the rate is not capped by the rest of the stack on this machine. Each
+    rate runs over the admission link (what routers use) and over Serve handle calls."""
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")  # as the app runs; before Ray loads
     import ray
     from ray import serve
@@ -319,9 +320,11 @@ def run_calls(args: argparse.Namespace) -> dict[str, Any]:
 async def _drive_rates(handle: Any, config: Any, rates: list[float], duration_s: float) -> list[dict[str, Any]]:
     found = []  # one event loop for all: a handle stays bound to the loop it was first used on
     for rate in rates:
-        found.append(await _drive_calls(handle, config, rate, duration_s))
-        say(json.dumps(found[-1]))
-        await asyncio.sleep(DRAIN_S)
+        for direct_link in (True, False):
+            path_config = config.model_copy(update={"direct_link": direct_link})
+            found.append(await _drive_calls(handle, path_config, rate, duration_s))
+            say(json.dumps(found[-1]))
+            await asyncio.sleep(DRAIN_S)
     return found
 
 
@@ -346,6 +349,8 @@ async def _drive_calls(handle: Any, config: Any, rate: float, duration_s: float)
         loop.call_later(0.05, gate.release, decision.lease_id, Usage(64, 32), 0.01)
 
     await handle.report.remote("m", "replica", capacity)
+    for n in range(20):  # the link connects on the first admit
+        gate.release((await gate.admit(Ticket("m", "bench", f"warm{n}", 64, 32))).lease_id)
     empty = []  # the same path with nothing to do: what any Serve call costs here
     for _ in range(200):
         started = time.perf_counter()
@@ -361,7 +366,8 @@ async def _drive_calls(handle: Any, config: Any, rate: float, duration_s: float)
     await asyncio.gather(*tasks)
     await asyncio.sleep(0.2)
     cpu_s = _controller_cpu_s() - before
-    return {"rate": rate, "calls": len(latencies), "outcomes": dict(outcomes),
+    return {"rate": rate, "path": "link" if config.direct_link else "handle",
+            "calls": len(latencies), "outcomes": dict(outcomes),
             "admit_p50_ms": 1000 * percentile(latencies, 50), "admit_p90_ms": 1000 * percentile(latencies, 90),
             "admit_p99_ms": 1000 * percentile(latencies, 99),
             "empty_call_p50_ms": 1000 * percentile(empty, 50),
@@ -456,10 +462,11 @@ def markdown(results: dict[str, Any]) -> str:
         lines += overhead_table(overhead) + [""]
     calls = results.get("calls")
     if calls:
-        lines += ["| rate req/s | admit calls | admit p50 / p90 / p99 ms | empty call p50 ms (sequential) "
-                  "| controller CPU ms/request | load avg |",
-                  "|---:|---:|---:|---:|---:|---:|"]
-        lines += [f"| {c['rate']:g} | {c['calls']} | {c['admit_p50_ms']:.2f} / {c['admit_p90_ms']:.2f} / "
+        lines += ["| rate req/s | path | admit calls | admit p50 / p90 / p99 ms | empty handle call p50 ms "
+                  "(sequential) | controller CPU ms/request | load avg |",
+                  "|---:|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {c['rate']:g} | {c.get('path', 'handle')} | {c['calls']} "
+                  f"| {c['admit_p50_ms']:.2f} / {c['admit_p90_ms']:.2f} / "
                   f"{c['admit_p99_ms']:.2f} | {c.get('empty_call_p50_ms', 0):.2f} "
                   f"| {c['controller_cpu_ms_per_request']:.2f} | {c['load_average']} |"
                   for c in calls["calls"]] + [""]
