@@ -310,19 +310,20 @@ def run_calls(args: argparse.Namespace) -> dict[str, Any]:
             name=CONTROLLER_DEPLOYMENT, max_ongoing_requests=1_000_000, ray_actor_options={"num_cpus": 0.05})
         handle = serve.run(deployment.bind(config), name="calls", route_prefix=None)
         return {"rates": args.overhead_rates,
-                "calls": asyncio.run(_drive_rates(handle, config, args.overhead_rates, args.duration))}
+                "calls": asyncio.run(_drive_rates(handle, config, args))}
     finally:
         with contextlib.suppress(RuntimeError):  # its handle's event loop is gone by now
             serve.shutdown()
         ray.shutdown()
 
 
-async def _drive_rates(handle: Any, config: Any, rates: list[float], duration_s: float) -> list[dict[str, Any]]:
+async def _drive_rates(handle: Any, config: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     found = []  # one event loop for all: a handle stays bound to the loop it was first used on
-    for rate in rates:
+    for rate in args.overhead_rates:
         for direct_link in (True, False):
+            await settle(args)
             path_config = config.model_copy(update={"direct_link": direct_link})
-            found.append(await _drive_calls(handle, path_config, rate, duration_s))
+            found.append(await _drive_calls(handle, path_config, rate, args.duration))
             say(json.dumps(found[-1]))
             await asyncio.sleep(DRAIN_S)
     return found

@@ -21,6 +21,7 @@ from the replicas' next reports.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -59,6 +60,10 @@ class AdmissionController:
         self._leases: dict[str, Lease] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._link: asyncio.Future[ReplyAddress] | None = None
+        # Unique across restarts, so a router's release meant for a dead controller's lease
+        # cannot end one of this controller's; cheaper than a uuid4 per lease.
+        self._lease_prefix = uuid.uuid4().hex[:16] + "-"
+        self._lease_numbers = itertools.count()
 
     # ------------------------------------------------------------------ API
 
@@ -211,7 +216,8 @@ class AdmissionController:
 
     def _grant(self, pool: ModelPool, waiter: Waiter, ledger: TenantLedger, now: float) -> Decision:
         budget = pool.capacity.budget(now)
-        lease = pool.grant(waiter, uuid.uuid4().hex, budget, now, self._config.lease_ttl_s)
+        lease = pool.grant(waiter, f"{self._lease_prefix}{next(self._lease_numbers)}", budget, now,
+                           self._config.lease_ttl_s)
         self._leases[lease.lease_id] = lease
         self._metrics.decided(pool.name, waiter.tenant, Outcome.ADMITTED.value)
         return Decision(Outcome.ADMITTED, lease_id=lease.lease_id, limits=ledger.rate_limits(now))
@@ -262,6 +268,7 @@ class AdmissionController:
             for pool in self._pools.values():
                 self._dispatch(pool, now)  # replicas may have come or gone
                 self._publish(pool, now)
+            self._metrics.flush()
 
     def _publish(self, pool: ModelPool, now: float) -> None:
         budget = pool.capacity.budget(now)
