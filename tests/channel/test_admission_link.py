@@ -97,6 +97,23 @@ async def test_a_decision_nobody_waits_for_any_more_is_released(desk):
     assert desk.released == ["stray"]
 
 
+async def test_a_caller_that_gives_up_as_its_lease_arrives_hands_the_lease_back(desk):
+    link = await connect(desk.address)
+    call = asyncio.ensure_future(link.admit(ticket("x")))
+    receive = link.data_received
+
+    def receive_then_give_up(data: bytes) -> None:
+        receive(data)  # the decision is in; its caller has not run yet
+        call.cancel()
+
+    link.data_received = receive_then_give_up
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    link.data_received = receive
+    await link.admit(ticket("after"))
+    assert desk.released == ["lease-x"]
+
+
 async def test_a_lost_connection_fails_pending_calls_at_once_and_cancels_them_in_the_controller(desk):
     link = await connect(desk.address)
     call = asyncio.ensure_future(link.admit(ticket("waits:5")))
