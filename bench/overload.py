@@ -38,6 +38,7 @@ from bench.workload import fixed_lengths
 
 KEYS = {"bench": "sk-bench-overload", "tenant-a": "sk-tenant-a", "tenant-b": "sk-tenant-b"}
 MULTIPLES = (0.5, 1.0, 2.0, 4.0)
+IDLE_WINDOW_S = 5.0  # the controller's CPU with no calls, measured before each point
 DRAIN_S = 5.0
 LEAD_S = 10.0  # fairness: B runs alone this long before A starts
 
@@ -296,7 +297,8 @@ def run_overhead(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def run_calls(args: argparse.Namespace) -> dict[str, Any]:
     """What admission adds to a request's path, at each rate: the router's admit call to a
     real AdmissionController deployment (releases batched as the router does), no HTTP
-    around it, so the rate is not capped by the rest of the stack on this machine."""
+    around it, so the rate is not capped by the rest of the stack on this machine. Each
+    rate runs over the admission link (what routers use) and over Serve handle calls."""
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")  # as the app runs; before Ray loads
     import ray
     from ray import serve
@@ -312,19 +314,22 @@ def run_calls(args: argparse.Namespace) -> dict[str, Any]:
             name=CONTROLLER_DEPLOYMENT, max_ongoing_requests=1_000_000, ray_actor_options={"num_cpus": 0.05})
         handle = serve.run(deployment.bind(config), name="calls", route_prefix=None)
         return {"rates": args.overhead_rates,
-                "calls": asyncio.run(_drive_rates(handle, config, args.overhead_rates, args.duration))}
+                "calls": asyncio.run(_drive_rates(handle, config, args))}
     finally:
         with contextlib.suppress(RuntimeError):  # its handle's event loop is gone by now
             serve.shutdown()
         ray.shutdown()
 
 
-async def _drive_rates(handle: Any, config: Any, rates: list[float], duration_s: float) -> list[dict[str, Any]]:
+async def _drive_rates(handle: Any, config: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     found = []  # one event loop for all: a handle stays bound to the loop it was first used on
-    for rate in rates:
-        found.append(await _drive_calls(handle, config, rate, duration_s))
-        say(json.dumps(found[-1]))
-        await asyncio.sleep(DRAIN_S)
+    for rate in args.overhead_rates:
+        for direct_link in (True, False):
+            await settle(args)
+            path_config = config.model_copy(update={"direct_link": direct_link})
+            found.append(await _drive_calls(handle, path_config, rate, args.duration))
+            say(json.dumps(found[-1]))
+            await asyncio.sleep(DRAIN_S)
     return found
 
 
@@ -349,11 +354,14 @@ async def _drive_calls(handle: Any, config: Any, rate: float, duration_s: float)
         loop.call_later(0.05, gate.release, decision.lease_id, Usage(64, 32), 0.01)
 
     await handle.report.remote("m", "replica", capacity)
+    for n in range(20):  # the link connects on the first admit
+        gate.release((await gate.admit(Ticket("m", "bench", f"warm{n}", 64, 32))).lease_id)
     empty = []  # the same path with nothing to do: what any Serve call costs here
     for _ in range(200):
         started = time.perf_counter()
         await handle.release_many.remote([])
         empty.append(time.perf_counter() - started)
+    idle_cpu_per_s = await _controller_idle_cpu_per_s(IDLE_WINDOW_S)
     before = _controller_cpu_s()
     rng, tasks, started = random.Random(1), [], time.perf_counter()
     for n in range(int(rate * duration_s)):
@@ -364,12 +372,22 @@ async def _drive_calls(handle: Any, config: Any, rate: float, duration_s: float)
     await asyncio.gather(*tasks)
     await asyncio.sleep(0.2)
     cpu_s = _controller_cpu_s() - before
-    return {"rate": rate, "calls": len(latencies), "outcomes": dict(outcomes),
+    busy_cpu_s = cpu_s - idle_cpu_per_s * (time.perf_counter() - started)
+    return {"rate": rate, "path": "link" if config.direct_link else "handle",
+            "calls": len(latencies), "outcomes": dict(outcomes),
             "admit_p50_ms": 1000 * percentile(latencies, 50), "admit_p90_ms": 1000 * percentile(latencies, 90),
             "admit_p99_ms": 1000 * percentile(latencies, 99),
             "empty_call_p50_ms": 1000 * percentile(empty, 50),
             "controller_cpu_ms_per_request": 1000 * cpu_s / max(1, len(latencies)),
+            "controller_busy_cpu_ms_per_request": 1000 * busy_cpu_s / max(1, len(latencies)),
             "load_average": round(os.getloadavg()[0], 1)}
+
+
+async def _controller_idle_cpu_per_s(seconds: float) -> float:
+    """What the controller replica spends with no calls at all (Serve's own loops)."""
+    before = _controller_cpu_s()
+    await asyncio.sleep(seconds)
+    return (_controller_cpu_s() - before) / seconds
 
 
 def _controller_cpu_s() -> float:
@@ -462,14 +480,20 @@ def markdown(results: dict[str, Any]) -> str:
         lines += overhead_table(overhead) + [""]
     calls = results.get("calls")
     if calls:
-        lines += ["| rate req/s | admit calls | admit p50 / p90 / p99 ms | empty call p50 ms (sequential) "
-                  "| controller CPU ms/request | load avg |",
-                  "|---:|---:|---:|---:|---:|---:|"]
-        lines += [f"| {c['rate']:g} | {c['calls']} | {c['admit_p50_ms']:.2f} / {c['admit_p90_ms']:.2f} / "
+        lines += ["| rate req/s | path | admit calls | admit p50 / p90 / p99 ms | empty handle call p50 ms "
+                  "(sequential) | controller CPU ms/request (less idle) | load avg |",
+                  "|---:|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {c['rate']:g} | {c.get('path', 'handle')} | {c['calls']} "
+                  f"| {c['admit_p50_ms']:.2f} / {c['admit_p90_ms']:.2f} / "
                   f"{c['admit_p99_ms']:.2f} | {c.get('empty_call_p50_ms', 0):.2f} "
-                  f"| {c['controller_cpu_ms_per_request']:.2f} | {c['load_average']} |"
+                  f"| {c['controller_cpu_ms_per_request']:.2f} ({_busy_ms(c)}) | {c['load_average']} |"
                   for c in calls["calls"]] + [""]
     return "\n".join(lines)
+
+
+def _busy_ms(call: dict[str, Any]) -> str:
+    busy = call.get("controller_busy_cpu_ms_per_request")
+    return "-" if busy is None else f"{busy:.2f}"
 
 
 def overhead_table(overhead: dict[str, Any]) -> list[str]:

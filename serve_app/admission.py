@@ -21,6 +21,7 @@ from the replicas' next reports.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -28,11 +29,12 @@ from collections.abc import Callable, Iterable
 from serve_app.admission_metrics import AdmissionMetrics
 from serve_app.capacity import Budget, Capacity
 from serve_app.capacity_reporter import CONTROLLER_DEPLOYMENT
+from serve_app.channel.admission_server import AdmissionServer
 from serve_app.config import AdmissionConfig, Tenant
 from serve_app.fair_queue import Waiter
 from serve_app.outcomes import OUTCOMES, Decision, Outcome, Ticket, Usage
 from serve_app.pool import Fit, Lease, ModelPool
-from serve_app.protocol import EngineStats
+from serve_app.protocol import EngineStats, ReplyAddress
 from serve_app.tenants import TenantLedger, Tenants
 
 SWEEP_INTERVAL_S = 1.0
@@ -45,8 +47,8 @@ __all__ = ["CONTROLLER_DEPLOYMENT", "OUTCOMES", "AdmissionController", "Decision
 
 
 class AdmissionController:
-    """A Serve deployment with one replica: routers call `admit` and `release_many`,
-    LLMServer replicas call `report`."""
+    """A Serve deployment with one replica: routers call `admit` and `release_many` (over
+    the admission link, `link_address`, or as handle calls), LLMServer replicas call `report`."""
 
     def __init__(self, config: AdmissionConfig, metrics: AdmissionMetrics | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -57,6 +59,11 @@ class AdmissionController:
         self._pools: dict[str, ModelPool] = {}
         self._leases: dict[str, Lease] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._link: asyncio.Future[ReplyAddress] | None = None
+        # Unique across restarts, so a router's release meant for a dead controller's lease
+        # cannot end one of this controller's; cheaper than a uuid4 per lease.
+        self._lease_prefix = uuid.uuid4().hex[:16] + "-"
+        self._lease_numbers = itertools.count()
 
     # ------------------------------------------------------------------ API
 
@@ -86,10 +93,10 @@ class AdmissionController:
 
         Async like every method routers and replicas call: Serve runs sync methods in a
         thread pool, and this state belongs to the event loop."""
-        count = 0
-        for item in releases:
-            count += self.release(*((item,) if isinstance(item, str) else item))
-        return count
+        return self.release_each(releases)
+
+    def release_each(self, releases: Iterable[Release | tuple[str, Usage | None] | str]) -> int:
+        return sum(self.release(*((item,) if isinstance(item, str) else item)) for item in releases)
 
     def release(self, lease_id: str, usage: Usage | None = None, first_byte_s: float | None = None) -> bool:
         lease = self._leases.pop(lease_id, None)
@@ -98,6 +105,17 @@ class AdmissionController:
         now = self._clock()
         self._end(lease, usage, now, released=True, first_byte_s=first_byte_s)
         return True
+
+    async def link_address(self) -> ReplyAddress:
+        """Where routers reach this replica's admission link; it starts on the first ask."""
+        if self._link is None or (self._link.done() and self._link.exception()):
+            self._link = asyncio.ensure_future(self._open_link())
+        return await asyncio.shield(self._link)
+
+    async def _open_link(self) -> ReplyAddress:
+        import ray.util
+
+        return await AdmissionServer(self).start(ray.util.get_node_ip_address())
 
     async def report(self, model: str, replica_id: str, stats: EngineStats) -> None:
         """A replica's capacity and load (every REPORT_INTERVAL_S)."""
@@ -198,7 +216,8 @@ class AdmissionController:
 
     def _grant(self, pool: ModelPool, waiter: Waiter, ledger: TenantLedger, now: float) -> Decision:
         budget = pool.capacity.budget(now)
-        lease = pool.grant(waiter, uuid.uuid4().hex, budget, now, self._config.lease_ttl_s)
+        lease = pool.grant(waiter, f"{self._lease_prefix}{next(self._lease_numbers)}", budget, now,
+                           self._config.lease_ttl_s)
         self._leases[lease.lease_id] = lease
         self._metrics.decided(pool.name, waiter.tenant, Outcome.ADMITTED.value)
         return Decision(Outcome.ADMITTED, lease_id=lease.lease_id, limits=ledger.rate_limits(now))
@@ -249,6 +268,7 @@ class AdmissionController:
             for pool in self._pools.values():
                 self._dispatch(pool, now)  # replicas may have come or gone
                 self._publish(pool, now)
+            self._metrics.flush()
 
     def _publish(self, pool: ModelPool, now: float) -> None:
         budget = pool.capacity.budget(now)

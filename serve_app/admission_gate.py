@@ -1,21 +1,25 @@
 """The router's side of admission: ask the controller, never hang on it.
 
 One controller call per request (`admit`); releases, with what each request used,
-leave in batches. When the controller cannot be reached (dead, restarting,
-stuck) the router follows `admission.when_unreachable` (by default a conservative
-local limit) and decides alone for a while before it asks again, so a dead
-controller costs a request at most one timeout.
+leave in batches. Both travel over the admission link (one TCP connection to the
+controller, `channel/admission_link`) while it is open, else (and always if
+`admission.direct_link` is off) as Serve handle calls. When the controller cannot
+be reached (dead, restarting, stuck) the router follows `admission.when_unreachable`
+(by default a conservative local limit) and decides alone for a while before it
+asks again, so a dead controller costs a request at most one timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from serve_app.channel.admission_link import ControllerLink
 from serve_app.config import AdmissionConfig
 from serve_app.outcomes import Decision, Outcome, Ticket, Usage
 
@@ -66,10 +70,17 @@ class AdmissionGate:
         self._alone_until = 0.0
         self._to_release: list[tuple[str, Usage | None, float | None]] = []
         self._in_flight_calls: set[asyncio.Future] = set()
+        self._link = ControllerLink(controller, self._timeout_s) if config.direct_link else None
 
     @property
     def local(self) -> LocalLimit:
         return self._local
+
+    async def connect(self) -> None:
+        """Open the admission link now rather than on the first admit."""
+        if self._link is not None:
+            with contextlib.suppress(Exception):  # logged; admits use the handle meanwhile
+                await self._link.open_soon()
 
     async def admit(self, ticket: Ticket) -> Decision:
         if not self._config.enabled:
@@ -77,7 +88,7 @@ class AdmissionGate:
         if self._clock() < self._alone_until:
             return self._alone()
         try:
-            decision = await asyncio.wait_for(self._controller.admit.remote(ticket), self._timeout_s)
+            decision = await asyncio.wait_for(self._ask(ticket), self._timeout_s)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # unreachable controller: degrade, never hang
@@ -103,6 +114,14 @@ class AdmissionGate:
             asyncio.get_running_loop().call_later(RELEASE_BATCH_S, self._flush_releases)
         self._to_release.append((lease_id, usage, first_byte_s))
 
+    async def _ask(self, ticket: Ticket) -> Decision:
+        link = self._link.current if self._link else None
+        if link is not None:
+            return await link.admit(ticket)
+        if self._link is not None:
+            self._link.open_soon()
+        return await self._controller.admit.remote(ticket)
+
     def _alone(self) -> Decision:
         policy = self._config.when_unreachable
         if policy == "admit":
@@ -114,6 +133,10 @@ class AdmissionGate:
 
     def _flush_releases(self) -> None:
         batch, self._to_release = self._to_release, []
+        link = self._link.current if self._link else None
+        if link is not None:
+            link.release_many(batch)
+            return
         future = asyncio.ensure_future(_quietly(self._controller.release_many.remote(batch)))
         self._in_flight_calls.add(future)
         future.add_done_callback(self._in_flight_calls.discard)

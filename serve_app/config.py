@@ -247,6 +247,9 @@ class AdmissionConfig(Strict):
     """Per router: requests it admits on its own while the controller is unreachable."""
     unreachable_retry_s: PositiveFloat = 2.0
     """After a failed call, how long a router decides alone before asking the controller again."""
+    direct_link: bool = True
+    """Routers send admits and releases to the controller over one TCP connection each
+    instead of one Serve handle call per request (which costs several times the decision)."""
     num_cpus: NonNegativeFloat = 0.1
 
     @model_validator(mode="after")

@@ -14,8 +14,8 @@ Endpoint = Literal["chat", "completion"]
 
 @dataclass(frozen=True)
 class ReplyAddress:
-    """A router's token channel: where a replica sends a stream's chunks, and the token
-    that proves the replica was sent by that router."""
+    """Where a channel listens, and the token that proves a peer was sent there: a router's
+    token channel (replicas send streams' chunks) or the controller's admission link."""
 
     host: str
     port: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -34,6 +35,9 @@ class RecordingMetrics:
         self.waits.append(seconds)
 
     def level(self, model: str, **values: float) -> None:
+        pass
+
+    def flush(self) -> None:
         pass
 
 
@@ -460,6 +464,19 @@ async def test_every_decision_is_counted_by_model_tenant_and_outcome(make_contro
     await controller.admit(ticket(0))
     await controller.admit(ticket(1))
     assert controller._metrics.decisions == [("m", "t", "admitted"), ("m", "t", "concurrency_limit_exceeded")]
+
+
+def test_decisions_reach_ray_in_one_counter_update_per_kind_when_flushed():
+    from serve_app.admission_metrics import AdmissionMetrics
+
+    metrics, updates = AdmissionMetrics(), []
+    metrics._requests = SimpleNamespace(inc=lambda count, tags: updates.append((count, tags["outcome"])))
+    for outcome in ("admitted", "admitted", "overloaded"):
+        metrics.decided("m", "t", outcome)
+    assert updates == []
+    metrics.flush()
+    metrics.flush()
+    assert sorted(updates) == [(1, "overloaded"), (2, "admitted")]
 
 
 async def test_longer_requests_are_foreseen_to_hold_their_capacity_longer(make_controller):

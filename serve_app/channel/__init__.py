@@ -6,4 +6,8 @@ one buffer and flushes it once per event-loop turn over a plain TCP connection;
 the router demultiplexes frames into per-request inboxes. The request itself
 still travels through Serve's DeploymentHandle, so routing, autoscaling,
 back-pressure and cancellation remain Serve's.
+
+The admission link uses the same framing between each router and the
+AdmissionController (`admission_link` is the router's end, `admission_server`
+the controller's): one admit costs a frame each way instead of a Serve call.
 """

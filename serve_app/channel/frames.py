@@ -1,7 +1,8 @@
-"""Wire format of the token channel: `kind | id length | payload length | id | payload`."""
+"""Wire format of the channels: `kind | id length | payload length | id | payload`."""
 
 from __future__ import annotations
 
+import hmac
 import struct
 from collections.abc import Iterator
 
@@ -10,6 +11,16 @@ HEADER = struct.Struct(">BHI")
 HELLO = 0  # first frame on a connection: id empty, payload = the router's token
 DATA = 1   # payload = SSE bytes for the request
 END = 2    # the request's stream is complete
+# The admission link (router <-> controller); payloads are pickled outcomes.py objects.
+ADMIT = 3     # id = the router's call id, payload = a Ticket
+DECISION = 4  # id = the call id, payload = a Decision (or the exception admit raised)
+CANCEL = 5    # the router gave up waiting for the call
+RELEASE = 6   # id empty, payload = a batch of releases
+
+
+def is_hello(kind: int, payload: bytes, token: str) -> bool:
+    """Whether a connection's first frame proves it was sent by the token's owner."""
+    return kind == HELLO and hmac.compare_digest(payload, token.encode())
 
 
 def encode(kind: int, request_id: bytes, payload: bytes = b"") -> bytes:

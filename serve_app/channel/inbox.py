@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import secrets
 
-from serve_app.channel.frames import DATA, END, HELLO, FrameReader
+from serve_app.channel.frames import DATA, END, FrameReader, is_hello
 from serve_app.protocol import ReplyAddress
 
 logger = logging.getLogger("ray.serve")
@@ -43,7 +42,7 @@ class _Connection(asyncio.Protocol):
         inboxes = self._server.inboxes
         for kind, request_id, payload in self._reader.feed(data):
             if not self._trusted:
-                if kind != HELLO or not hmac.compare_digest(payload, self._server.token.encode()):
+                if not is_hello(kind, payload, self._server.token):
                     logger.warning("token channel: refused a connection without the right token")
                     self._transport.close()
                     return

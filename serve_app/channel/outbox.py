@@ -12,7 +12,7 @@ logger = logging.getLogger("ray.serve")
 
 
 class ChannelBroken(ConnectionError):
-    """The router's end went away; its streams cannot be delivered."""
+    """The other end went away; nothing more can be sent on this connection."""
 
 
 class Outbox(asyncio.Protocol):
@@ -32,7 +32,7 @@ class Outbox(asyncio.Protocol):
 
     def send(self, kind: int, request_id: bytes, payload: bytes = b"") -> None:
         if self.broken:
-            raise ChannelBroken("the router's token channel is closed")
+            raise ChannelBroken("the channel is closed")
         self._pending.append(encode(kind, request_id, payload))
         if not self._scheduled:
             self._scheduled = True
