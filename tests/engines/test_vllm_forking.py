@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from serve_app.config import ModelConfig
@@ -13,7 +15,10 @@ system_utils = pytest.importorskip("vllm.utils.system_utils")
 @pytest.fixture
 def in_a_ray_actor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(system_utils, "is_in_ray_actor", lambda: True)
-    monkeypatch.delenv("VLLM_WORKER_MULTIPROC_METHOD", raising=False)
+    # vLLM writes VLLM_WORKER_MULTIPROC_METHOD and RAY_ADDRESS; a RAY_ADDRESS left behind
+    # would make every later ray.init in this process join a cluster that is gone.
+    environ = {k: v for k, v in os.environ.items() if k not in ("VLLM_WORKER_MULTIPROC_METHOD", "RAY_ADDRESS")}
+    monkeypatch.setattr(os, "environ", environ)
 
 
 def model(device: str) -> ModelConfig:
@@ -35,7 +40,6 @@ def test_on_gpu_vllm_still_spawns_inside_a_ray_actor(in_a_ray_actor, monkeypatch
     import ray
 
     monkeypatch.setattr(ray, "get_runtime_context", lambda: _Context())
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # vLLM points its spawned children at Ray
     with forking_engine_processes(model("gpu")):
         assert system_utils.get_mp_context().get_start_method() == "spawn"
 
