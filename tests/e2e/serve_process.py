@@ -27,6 +27,11 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def descendants_titled(pid: int, title: str) -> list[int]:
+    """Processes under `pid` whose command line (process title) contains `title`."""
+    return [child for child in descendants(pid) if title in cmdline(child)]
+
+
 def cmdline(pid: int) -> str:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")

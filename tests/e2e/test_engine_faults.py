@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.e2e.fault_load import Ended, Report, chat_body, request_once, waited_for
-from tests.e2e.serve_process import cmdline, descendants
+from tests.e2e.serve_process import descendants_titled
 from tests.e2e.stack import API_KEY, Stack, local_config, running_stack
 
 HEALTH_CHECK_PERIOD_S = 1.0
@@ -36,7 +36,7 @@ def stack(tiny_model) -> Iterator[Stack]:
 
 
 def engine_core_pid() -> int:
-    cores = [pid for pid in descendants(os.getpid()) if "VLLM::EngineCore" in cmdline(pid)]
+    cores = descendants_titled(os.getpid(), "VLLM::EngineCore")
     assert len(cores) == 1, cores
     return cores[0]
 

@@ -8,7 +8,7 @@ import time
 import yaml
 from openai import OpenAI
 
-from tests.e2e.serve_process import cmdline, descendants, serving
+from tests.e2e.serve_process import cmdline, descendants_titled, serving
 from tests.e2e.stack import ROOT
 
 
@@ -29,7 +29,7 @@ def tensor_parallel_workers(pid: int, timeout_s: float = 60.0) -> list[str]:
     """Command lines of vLLM's rank processes under `pid` (titles are set as they start)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        workers = [line for line in map(cmdline, descendants(pid)) if "Worker_TP" in line]
+        workers = [cmdline(worker) for worker in descendants_titled(pid, "Worker_TP")]
         if len(workers) >= 2 or time.monotonic() > deadline:
             return workers
         time.sleep(1)

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.e2e.fault_load import Ended, Report, chat_body, request_once, waited_for
-from tests.e2e.serve_process import cmdline, descendants, serving
+from tests.e2e.serve_process import descendants_titled, serving
 from tests.e2e.stack import ROOT
 
 STREAMS = 16
@@ -32,7 +32,7 @@ class Served:
     pid: int
 
     def replicas(self) -> list[int]:
-        return [pid for pid in descendants(self.pid) if "ServeReplica:llm:LLMServer" in cmdline(pid)]
+        return descendants_titled(self.pid, "ServeReplica:llm:LLMServer")
 
     def kill_a_replica(self) -> int:
         """SIGKILL one LLMServer replica process, as a crashed node or OOM kill would."""

@@ -18,7 +18,7 @@ import pytest
 from tests.e2e.admission_stack import controller  # noqa: F401 (a fixture)
 from tests.e2e.admission_stack import KEYS, MODEL, Controller, simulated_config
 from tests.e2e.fault_load import Ended, Report, chat_body, request_once, waited_for
-from tests.e2e.serve_process import cmdline, descendants
+from tests.e2e.serve_process import descendants_titled
 from tests.e2e.stack import Stack, running_stack
 
 LEASE_TTL_S = 15.0  # outlasts the load, so the dead router's leases are seen held, then expiring
@@ -37,7 +37,7 @@ def stack() -> Iterator[Stack]:
 
 
 def router_pids() -> list[int]:
-    return [pid for pid in descendants(os.getpid()) if "ServeReplica:llm:Router" in cmdline(pid)]
+    return descendants_titled(os.getpid(), "ServeReplica:llm:Router")
 
 
 async def load_with_a_kill(stack: Stack, kill_after_s: float) -> tuple[list[Ended], float]:
