@@ -110,10 +110,6 @@ class ControllerLink:
         self._link = link
         return link
 
-    def close(self) -> None:
-        if self._link is not None:
-            self._link.close()
-
 
 def _log_failure(opening: asyncio.Task[AdmissionLink]) -> None:
     if not opening.cancelled() and opening.exception() is not None:
