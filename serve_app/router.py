@@ -31,7 +31,7 @@ from serve_app.channel.inbox import InboxServer
 from serve_app.config import AppConfig, ModelConfig
 from serve_app.errors import error_body
 from serve_app.openapi import openapi_document
-from serve_app.outcomes import PRIORITY_HEADER, Decision, Ticket, Usage, response_headers
+from serve_app.outcomes import PRIORITY_HEADER, Decision, Ticket, Usage, response_headers, retry_after_header
 from serve_app.protocol import EngineRequest
 from serve_app.relay import OpenedReply, ReplicaUnavailable, open_reply
 from serve_app.request_id import RequestIdMiddleware
@@ -119,6 +119,10 @@ def refusal(decision: Decision) -> ApiError:
                     headers=response_headers(decision))
 
 
+def replica_unavailable(error: ReplicaUnavailable) -> ApiError:
+    return ApiError(503, str(error), code="replica_unavailable", headers={"Retry-After": retry_after_header(1)})
+
+
 def priority_class(request: Request, config: AppConfig) -> str | None:
     requested = request.headers.get(PRIORITY_HEADER)
     if requested is not None and requested not in config.admission.classes:
@@ -174,7 +178,7 @@ class OpenAIEndpoint:
             first_byte_s = time.monotonic() - admitted_at
         except ReplicaUnavailable as error:
             release()
-            raise ApiError(503, str(error), code="replica_unavailable", headers={"Retry-After": "1"}) from None
+            raise replica_unavailable(error) from None
         except BaseException:
             release()
             raise
@@ -187,7 +191,7 @@ class OpenAIEndpoint:
         try:
             payload = opened.first + b"".join([chunk async for chunk in opened.rest])
         except ReplicaUnavailable as error:
-            raise ApiError(503, str(error), code="replica_unavailable", headers={"Retry-After": "1"}) from None
+            raise replica_unavailable(error) from None
         finally:
             release(usage_in(payload) if opened.head.status == 200 else NOTHING_USED)
         return Response(payload, status_code=opened.head.status, media_type="application/json",
