@@ -18,7 +18,7 @@ from typing import Any
 
 from serve_app.config import ModelConfig
 from serve_app.engines.base import EngineDead, Reply
-from serve_app.engines.vllm_args import resolve_executor, serve_argv
+from serve_app.engines.vllm_args import bound_cores, resolve_executor, serve_argv
 from serve_app.errors import context_code, error_body
 from serve_app.protocol import EngineRequest, EngineStats, ReplyHead
 
@@ -68,6 +68,23 @@ def forking_engine_processes(model: ModelConfig) -> Iterator[None]:
         system_utils.is_in_ray_actor, setproctitle.setproctitle = in_ray_actor, set_title
 
 
+@contextmanager
+def children_pinned_to(cores: set[int]) -> Iterator[None]:
+    """Processes forked meanwhile (vLLM's engine core, and through it its CPU workers) run
+    only on `cores`. vLLM binds its workers' compute threads to the configured cores but
+    leaves the engine core's busy-polling scheduler free to take the front end's cores.
+    Only the calling thread's affinity changes, and only for the duration."""
+    if not cores:
+        yield
+        return
+    own = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, own)
+
+
 class VLLMEngine:
     """One vLLM engine (and its tensor/pipeline workers) owned by one replica."""
 
@@ -92,7 +109,8 @@ class VLLMEngine:
             import ray.util
 
             vllm_config.parallel_config.placement_group = ray.util.get_current_placement_group()
-        with forking_engine_processes(self._model):
+        cores = bound_cores(os.environ.get("VLLM_CPU_OMP_THREADS_BIND")) if self._model.device == "cpu" else set()
+        with forking_engine_processes(self._model), children_pinned_to(cores):
             self._engine = AsyncLLM.from_vllm_config(
                 vllm_config=vllm_config,
                 usage_context=UsageContext.OPENAI_API_SERVER,

@@ -70,12 +70,25 @@ def cpu_thread_binding(world_size: int, cores: list[int]) -> str:
 
 
 def engine_env(model: ModelConfig, cores: list[int]) -> dict[str, str]:
-    """Environment the engine needs before vLLM is imported."""
+    """Environment the engine needs before vLLM is imported. CPU threads are bound when the
+    config names cores (any world size) or when several ranks must split this process's cores."""
     env = dict(model.env)
-    if model.device == "cpu" and model.parallelism.world_size > 1:
-        binding = model.parallelism.cpu_thread_binding
+    binding = model.parallelism.cpu_thread_binding
+    if model.device == "cpu" and (binding or model.parallelism.world_size > 1):
         env.setdefault(
             "VLLM_CPU_OMP_THREADS_BIND",
             binding or cpu_thread_binding(model.parallelism.world_size, cores),
         )
     return env
+
+
+def bound_cores(binding: str | None) -> set[int]:
+    """The cores a VLLM_CPU_OMP_THREADS_BIND value names ("1", "0-3|4-7", "0,2|1,3");
+    empty for vLLM's own choices ("auto", "nobind") or none at all."""
+    if not binding or binding in ("auto", "nobind"):
+        return set()
+    cores: set[int] = set()
+    for part in binding.replace("|", ",").split(","):
+        first, _, last = part.strip().partition("-")
+        cores.update(range(int(first), int(last or first) + 1))
+    return cores

@@ -8,6 +8,7 @@ import pytest
 
 from serve_app.config import ModelConfig, Parallelism, load_config
 from serve_app.engines.vllm_args import (
+    bound_cores,
     cpu_thread_binding,
     engine_env,
     resolve_executor,
@@ -144,6 +145,18 @@ def test_engine_env_binds_threads_for_multi_worker_cpu():
 @pytest.mark.parametrize(("device", "tensor"), [("cpu", 1), ("gpu", 1), ("gpu", 4)])
 def test_engine_env_leaves_thread_binding_alone_otherwise(device, tensor):
     assert "VLLM_CPU_OMP_THREADS_BIND" not in engine_env(make_model(tensor, device=device), cores=[0, 1, 2, 3])
+
+
+def test_engine_env_binds_a_single_cpu_worker_to_the_cores_the_config_names():
+    env = engine_env(make_model(1, device="cpu", binding="1"), cores=[0, 1])
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "1"
+
+
+@pytest.mark.parametrize(("binding", "expected"), [
+    ("1", {1}), ("0-3|4-7", set(range(8))), ("0,2|1,3", {0, 1, 2, 3}), ("auto", set()), (None, set()),
+])
+def test_bound_cores_reads_every_form_of_the_binding(binding, expected):
+    assert bound_cores(binding) == expected
 
 
 def test_engine_env_honours_explicit_cpu_thread_binding():

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from serve_app.config import ModelConfig
-from serve_app.engines.vllm import forking_engine_processes
+from serve_app.engines.vllm import children_pinned_to, forking_engine_processes
 
 system_utils = pytest.importorskip("vllm.utils.system_utils")
 
@@ -46,3 +46,22 @@ def test_on_gpu_vllm_still_spawns_inside_a_ray_actor(in_a_ray_actor, monkeypatch
 
 class _Context:
     gcs_address = "127.0.0.1:6379"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to tell pinned from free")
+def test_a_process_forked_while_pinned_runs_only_on_the_engine_cores_and_the_replica_is_freed_after():
+    own = os.sched_getaffinity(0)
+    engine_core = max(own)
+    with children_pinned_to({engine_core}):
+        child = os.fork()
+        if child == 0:
+            os._exit(0 if os.sched_getaffinity(0) == {engine_core} else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.sched_getaffinity(0) == own
+
+
+def test_no_binding_leaves_affinity_alone():
+    own = os.sched_getaffinity(0)
+    with children_pinned_to(set()):
+        assert os.sched_getaffinity(0) == own
