@@ -177,8 +177,10 @@ async def open_loop(base_url: str, engine: Engine, tenant: str, rate: float, dur
     """Poisson load for `duration_s`; the point counts the requests sent after `after_s`."""
     count = max(1, round(rate * duration_s))
     slo = Slo(ttft_s=engine.ttft_slo_s)
+    client_cpu_s = time.process_time()
     measured = await measure(endpoint(base_url, tenant, timeout_s), specs(engine, count, seed),
                              OpenLoop(rate, seed=seed), slo, [cpu_pid] if cpu_pid else (), label=label)
+    client_cpu_s = time.process_time() - client_cpu_s
     results = [r for r in measured.run.results if r.start_s >= after_s]
     for r in results:
         r.start_s -= after_s
@@ -188,6 +190,7 @@ async def open_loop(base_url: str, engine: Engine, tenant: str, rate: float, dur
         per_request: dict[str, float] = {}
         for name, seconds in measured.cpu.by_name.items():
             per_request[_short(name)] = per_request.get(_short(name), 0.0) + 1000 * seconds / count
+        per_request["load generator"] = 1000 * client_cpu_s / count
         found.cpu_ms_per_request = {name: round(ms, 3) for name, ms in per_request.items() if ms >= 0.01}
     return found
 
@@ -208,14 +211,14 @@ async def settle(args: argparse.Namespace) -> None:
         await asyncio.sleep(5)
 
 
-async def overload_points(base_url: str, engine: Engine, capacity: float, args: argparse.Namespace,
+async def overload_points(app: Running, engine: Engine, capacity: float, args: argparse.Namespace,
                           mode: str) -> list[Point]:
     points = []
-    for multiple in MULTIPLES:
+    for multiple in args.multiples:
         await settle(args)
         label = f"{mode} {multiple:g}x"
-        points.append(await open_loop(base_url, engine, "bench", capacity * multiple, args.duration,
-                                      args.timeout, seed=int(multiple * 10), label=label))
+        points.append(await open_loop(app.base_url, engine, "bench", capacity * multiple, args.duration,
+                                      args.timeout, seed=int(multiple * 10), label=label, cpu_pid=app.pid))
         say(json.dumps(asdict(points[-1])))
         await asyncio.sleep(DRAIN_S)
     return points
@@ -257,12 +260,12 @@ def run_admission(engine: Engine, args: argparse.Namespace, out: Path) -> dict[s
             say(f"capacity: {capacity:.2f} requests/s")
             if "overload" in args.runs and "off" in args.modes:
                 found["off"] = [asdict(p) for p in
-                                asyncio.run(overload_points(app.base_url, engine, capacity, args, "off"))]
+                                asyncio.run(overload_points(app, engine, capacity, args, "off"))]
     with serving(engine, admission_on=True, out=out, ingress=args.ingress) as app:
         asyncio.run(warm_up(endpoint(app.base_url, "bench", 120), specs(engine, engine.slots, 98),
                             concurrency=engine.slots))
         if "overload" in args.runs:
-            found["on"] = [asdict(p) for p in asyncio.run(overload_points(app.base_url, engine, capacity, args, "on"))]
+            found["on"] = [asdict(p) for p in asyncio.run(overload_points(app, engine, capacity, args, "on"))]
             time.sleep(12)  # the overload tenant's demand leaves the fair-share window
         if "fairness" in args.runs:
             found["fairness"] = [asdict(p) for p in asyncio.run(fairness_points(app.base_url, engine, capacity, args))]
@@ -396,6 +399,18 @@ def _controller_cpu_s() -> float:
     return sum(p.cpu_s for p in all_processes() if p.name.startswith("ray::ServeReplica:calls:AdmissionController"))
 
 
+def keep_off_engine_cores(engine_cores: str) -> None:
+    """The load generator and the app's front end (inherited by every process it starts) run
+    on the cores the engine does not; the engine pins its own processes to `engine_cores`."""
+    from serve_app.engines.vllm_args import bound_cores
+
+    rest = os.sched_getaffinity(0) - bound_cores(engine_cores)
+    if not rest:
+        raise SystemExit(f"--engine-cores {engine_cores} leaves no core for the front end")
+    os.sched_setaffinity(0, rest)
+    say(f"engine on cores {engine_cores}; front end and load on {sorted(rest)}")
+
+
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("overload", help="admission: overload, fairness and overhead runs")
     parser.add_argument("--engine", choices=["simulated", "vllm"], default="simulated")
@@ -407,10 +422,12 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--capacity-rps", type=float, default=None, help="skip measuring capacity (1x)")
     parser.add_argument("--modes", type=lambda t: t.split(","), default=["off", "on"],
                         help="overload: admission off, on, or both")
+    parser.add_argument("--multiples", type=lambda t: [float(x) for x in t.split(",")], default=list(MULTIPLES),
+                        help="overload: load points, as multiples of capacity")
     parser.add_argument("--slo-ttft-s", type=float, default=None, help="default: 1 (simulated), 3 (vllm)")
     parser.add_argument("--max-num-seqs", type=int, default=32, help="vllm: sequence slots")
     parser.add_argument("--engine-cores", default=None,
-                        help="vllm: cores the engine computes on (VLLM_CPU_OMP_THREADS_BIND, e.g. 1)")
+                        help="vllm: cores the engine runs on (e.g. 1); the front end and load get the rest")
     parser.add_argument("--output-tokens", type=int, default=None)
     parser.add_argument("--overhead-rates", type=lambda t: [float(x) for x in t.split(",")],
                         default=[50.0, 100.0, 200.0])
@@ -433,6 +450,8 @@ def command(args: argparse.Namespace) -> None:
     else:
         engine = vllm_engine(args.model, args.max_num_seqs, args.output_tokens or 32, args.slo_ttft_s or 3.0,
                              args.engine_cores)
+        if args.engine_cores:
+            keep_off_engine_cores(args.engine_cores)
     if {"overload", "fairness"} & set(args.runs):
         results["admission"] = run_admission(engine, args, out)
     if "overhead" in args.runs:
