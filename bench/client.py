@@ -1,20 +1,23 @@
 """Async load generator for OpenAI-compatible chat-completions endpoints.
 
-One shared httpx client sends every request; each request records its own
+One shared aiohttp session sends every request; each request records its own
 timings and, when it fails, the HTTP status, error body and Retry-After header,
-so refusals (429, 503) are counted rather than hidden.
+so refusals (429, 503) are counted rather than hidden. aiohttp rather than httpx:
+its HTTP parser is C, httpx's is Python, and the load generator shares the
+machine's cores with the servers it measures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from bench.arrivals import ClosedLoop, LoadPoint, OpenLoop
 from bench.sse import data_of, parse_chunk
@@ -76,65 +79,46 @@ class LoadRun:
     wall_s: float
 
 
-def make_client(endpoint: Endpoint, max_connections: int = 4096) -> httpx.AsyncClient:
-    """The one client a run shares: connection limits well above any load point."""
-    limits = httpx.Limits(max_connections=max_connections,
-                          max_keepalive_connections=max_connections)
-    timeout = httpx.Timeout(endpoint.timeout_s, connect=min(endpoint.timeout_s, 30.0))
-    return httpx.AsyncClient(limits=limits, timeout=timeout, headers=endpoint.all_headers())
+def make_client(endpoint: Endpoint, max_connections: int = 4096) -> aiohttp.ClientSession:
+    """The one session a run shares: connection limits well above any load point.
+    Each request's own deadline is `send`'s; the session only bounds connecting."""
+    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(endpoint.timeout_s, 30.0))
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=endpoint.all_headers())
 
 
-async def send(client: httpx.AsyncClient, endpoint: Endpoint, body: dict[str, Any]) -> RequestResult:
+async def send(client: aiohttp.ClientSession, endpoint: Endpoint, body: dict[str, Any]) -> RequestResult:
     """Send one chat completion; never raises and never outlives `endpoint.timeout_s`."""
     result = RequestResult(stream=bool(body.get("stream")))
     started = time.perf_counter()
     try:
         async with asyncio.timeout(endpoint.timeout_s):
-            if result.stream:
-                await _send_streaming(client, endpoint, body, result, started)
-            else:
-                await _send_plain(client, endpoint, body, result)
-    except TimeoutError:
-        result.failure, result.error = "timeout", f"no complete answer within {endpoint.timeout_s:g} s"
-    except httpx.TimeoutException as error:
-        result.failure, result.error = "timeout", f"{type(error).__name__}: {error}"
-    except (httpx.HTTPError, OSError) as error:
+            async with client.post(endpoint.url("chat/completions"), json=body) as response:
+                result.status = response.status
+                if response.status != 200:
+                    _record_refusal(result, response, await response.text(errors="replace"))
+                elif result.stream:
+                    await _read_events(response, result, started)
+                else:
+                    _record_usage(result, json.loads(await response.read()).get("usage"))
+    except TimeoutError as error:
+        result.failure = "timeout"
+        result.error = str(error) or f"no complete answer within {endpoint.timeout_s:g} s"
+    except (aiohttp.ClientError, OSError) as error:
         result.failure, result.error = "connection", f"{type(error).__name__}: {error}"
-    except ValueError as error:  # a 200 whose body is not the JSON it should be
+    except (ValueError, AttributeError) as error:  # a 200 whose body is not the JSON it should be
         result.failure, result.error = "bad-response", f"{type(error).__name__}: {error}"
     if result.e2e_s is None:
         result.e2e_s = time.perf_counter() - started
     return result
 
 
-async def _send_plain(client: httpx.AsyncClient, endpoint: Endpoint, body: dict[str, Any],
-                      result: RequestResult) -> None:
-    response = await client.post(endpoint.url("chat/completions"), json=body)
-    result.status = response.status_code
-    if response.status_code != 200:
-        _record_refusal(result, response, response.text)
-        return
-    _record_usage(result, response.json().get("usage"))
-
-
-async def _send_streaming(client: httpx.AsyncClient, endpoint: Endpoint, body: dict[str, Any],
-                          result: RequestResult, started: float) -> None:
-    async with client.stream("POST", endpoint.url("chat/completions"), json=body) as response:
-        result.status = response.status_code
-        if response.status_code != 200:
-            text = (await response.aread()).decode(errors="replace")
-            _record_refusal(result, response, text)
-            return
-        await _read_events(response, result, started)
-
-
-async def _read_events(response: httpx.Response, result: RequestResult, started: float) -> None:
+async def _read_events(response: aiohttp.ClientResponse, result: RequestResult, started: float) -> None:
     output_chunks = 0
     last = started
     usage = None
-    lines = response.aiter_lines()
-    async for line in lines:
-        payload = data_of(line)
+    async for raw in response.content:
+        payload = data_of(raw.decode().rstrip("\r\n"))
         if payload is None:
             continue
         chunk = parse_chunk(payload)
@@ -144,7 +128,7 @@ async def _read_events(response: httpx.Response, result: RequestResult, started:
             return
         if chunk.done:
             result.e2e_s = now - started
-            await _drain(lines)
+            await _drain(response.content)
             break
         if chunk.output:
             if result.ttft_s is None:
@@ -159,10 +143,10 @@ async def _read_events(response: httpx.Response, result: RequestResult, started:
     _record_usage(result, usage)
 
 
-async def _drain(lines: AsyncIterator[str]) -> None:
+async def _drain(lines: AsyncIterator[bytes]) -> None:
     """Read past [DONE] to the end of the response, so the connection goes back to the
     pool instead of being dropped (which servers log as a client disconnect)."""
-    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError):
         async with asyncio.timeout(DRAIN_S):
             async for _ in lines:
                 pass
@@ -177,13 +161,13 @@ def _record_usage(result: RequestResult, usage: dict[str, Any] | None) -> None:
         result.input_tokens = int(usage["prompt_tokens"])
 
 
-def _record_refusal(result: RequestResult, response: httpx.Response, text: str) -> None:
-    result.failure = str(response.status_code)
+def _record_refusal(result: RequestResult, response: aiohttp.ClientResponse, text: str) -> None:
+    result.failure = str(response.status)
     result.error = text[:ERROR_BODY_CHARS]
     result.retry_after = response.headers.get("retry-after")
 
 
-async def run_load(client: httpx.AsyncClient, endpoint: Endpoint, specs: Sequence[RequestSpec],
+async def run_load(client: aiohttp.ClientSession, endpoint: Endpoint, specs: Sequence[RequestSpec],
                    load: LoadPoint, on_done: Callable[[RequestResult], None] | None = None) -> LoadRun:
     """Send every request of `specs` in the pattern `load` describes; results keep spec order."""
     results: list[RequestResult | None] = [None] * len(specs)
