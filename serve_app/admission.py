@@ -250,7 +250,8 @@ class AdmissionController:
         if pool is None:
             config = self._config
             capacity = Capacity(kv_fraction=config.kv_budget_fraction, max_sequences=config.max_in_flight,
-                                stale_after_s=config.report_stale_after_s)
+                                stale_after_s=config.report_stale_after_s,
+                                engine_queue_fraction=config.engine_queue_fraction)
             pool = self._pools[model] = ModelPool(model, capacity, config.fair_share_window_s)
         return pool
 

@@ -4,8 +4,12 @@ Every LLMServer replica reports its EngineStats (KV capacity in tokens, sequence
 limit, and its load) every REPORT_INTERVAL_S. The budget is the sum over the
 replicas heard from recently, so it grows and shrinks as replicas come and go; a
 replica that stops reporting counts as gone (stale signals mean no capacity, never
-old capacity). When an engine saturates anyway (requests queue inside it, or its
-KV cache is full) the budget tightens, and it recovers slowly once that stops.
+old capacity). Each replica may also hold a few requests queued beyond its sequence
+slots (`engine_queue_fraction`), so a finished sequence's slot is refilled from the
+engine's own queue at once, not after its release has reached the controller and the
+next admission has come back. When an engine saturates anyway (more queue inside it
+than that, or its KV cache is full) the budget tightens, and it recovers slowly once
+that stops.
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ class Budget:
 NO_BUDGET = Budget(tokens=0.0, sequences=0, replicas=0)
 
 
+def queue_allowance(stats: EngineStats, fraction: float) -> int:
+    """Requests a replica may hold waiting for a slot: a share of its slots, at least one."""
+    return math.ceil(stats.max_num_seqs * fraction) if fraction > 0 else 0
+
+
 def engine_queue(stats: EngineStats) -> int:
     """Requests waiting inside the engine for want of a sequence slot (vLLM counts them among
     its running ones, beyond its limit). Requests waiting only for the next step, with slots
@@ -61,8 +70,9 @@ class Capacity:
     """One model's replicas as last reported, and the budget they add up to."""
 
     def __init__(self, *, kv_fraction: float = 1.0, max_sequences: int = 1 << 30,
-                 stale_after_s: float = 3.0) -> None:
+                 stale_after_s: float = 3.0, engine_queue_fraction: float = 0.0) -> None:
         self._kv_fraction = kv_fraction
+        self._queue_fraction = engine_queue_fraction
         self._max_sequences = max_sequences
         self._stale_after_s = stale_after_s
         self._reports: dict[str, tuple[EngineStats, float]] = {}
@@ -71,7 +81,7 @@ class Capacity:
 
     def report(self, replica_id: str, stats: EngineStats, now: float) -> None:
         self._reports[replica_id] = (stats, now)
-        if engine_queue(stats) > 0 or stats.kv_usage >= KV_FULL:
+        if engine_queue(stats) > queue_allowance(stats, self._queue_fraction) or stats.kv_usage >= KV_FULL:
             self.factor = max(FLOOR, self.factor * TIGHTEN)
         else:
             self.factor = min(1.0, self.factor + RECOVER)
@@ -87,6 +97,7 @@ class Capacity:
         if not live:
             return NO_BUDGET
         tokens = sum(stats.kv_capacity_tokens for stats in live) * self._kv_fraction
-        sequences = min(self._max_sequences, sum(stats.max_num_seqs for stats in live))
+        sequences = min(self._max_sequences, sum(stats.max_num_seqs + queue_allowance(stats, self._queue_fraction)
+                                                 for stats in live))
         return Budget(tokens=tokens * self.factor, sequences=max(1, math.floor(sequences * self.factor)),
                       replicas=len(live), max_model_len=min(stats.max_model_len for stats in live))

@@ -47,7 +47,8 @@ def ticket(n: int = 0, tenant: str = "t", prompt: int = 50, max_tokens: int = 50
 
 
 def settings(**overrides: object) -> AdmissionConfig:
-    values: dict[str, object] = {"classes": {"default": {"ttft_slo_s": 1.0}}}
+    # No engine queue allowance unless a test asks: the budget is then exactly the slots.
+    values: dict[str, object] = {"classes": {"default": {"ttft_slo_s": 1.0}}, "engine_queue_fraction": 0.0}
     values.update(overrides)
     return AdmissionConfig.model_validate(values)
 
@@ -102,6 +103,15 @@ async def test_the_budget_is_the_replicas_sequence_slots(make_controller):
     controller = await make_controller()
     await fill(controller, 4)
     waiting = asyncio.create_task(controller.admit(ticket(5)))
+    await until(lambda: controller._pools["m"].queue.length == 1)
+    assert not waiting.done()
+    waiting.cancel()
+
+
+async def test_with_an_engine_queue_allowance_a_replica_takes_a_request_beyond_its_slots(make_controller):
+    controller = await make_controller(engine_queue_fraction=0.25)  # 4 slots, one more may queue inside
+    await fill(controller, 5)
+    waiting = asyncio.create_task(controller.admit(ticket(6)))
     await until(lambda: controller._pools["m"].queue.length == 1)
     assert not waiting.done()
     waiting.cancel()

@@ -41,6 +41,22 @@ def test_sequences_are_capped_by_max_in_flight():
     assert capacity.budget(0.0).sequences == 4
 
 
+def test_each_replica_may_hold_a_share_of_its_slots_queued_so_slots_refill_without_a_round_trip():
+    capacity = Capacity(engine_queue_fraction=0.25)
+    capacity.report("a", REPLICA, now=0.0)
+    capacity.report("b", EngineStats(kv_capacity_tokens=10_000, max_num_seqs=1, max_model_len=4096), now=0.0)
+    assert capacity.budget(0.0).sequences == (10 + 3) + (1 + 1)
+
+
+def test_a_queue_within_the_allowance_is_no_saturation_and_one_beyond_it_is():
+    capacity = Capacity(engine_queue_fraction=0.25)
+    for step in range(10):
+        capacity.report("a", EngineStats(kv_capacity_tokens=10_000, max_num_seqs=10, running=13), now=step)
+    assert capacity.factor == 1.0
+    capacity.report("a", EngineStats(kv_capacity_tokens=10_000, max_num_seqs=10, running=14), now=11)
+    assert capacity.factor < 1.0
+
+
 def test_a_request_is_charged_at_least_a_slot_and_at_most_the_whole_budget():
     budget = Budget(tokens=1000, sequences=4, replicas=1)
     assert budget.slot_tokens == 250

@@ -4,6 +4,7 @@ tenant limits hold cluster-wide, refusals are OpenAI-shaped and early, capacity 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from serve_app.config import AdmissionConfig
 from tests.e2e.admission_stack import controller  # noqa: F401 (a fixture)
 from tests.e2e.admission_stack import FAIR_SHARE_WINDOW_S, KEYS, SIMULATED, Controller, chat, simulated_config
 from tests.e2e.stack import Stack, running_stack
@@ -59,7 +61,8 @@ def test_capacity_is_discovered_from_the_replicas_reports(controller: Controller
     model = controller("snapshot")["models"]["sim"]
     assert model["replicas"] == 1
     assert model["budget_tokens"] == SIMULATED["kv_tokens"]
-    assert model["sequences"] == SIMULATED["max_batch"]
+    allowance = math.ceil(SIMULATED["max_batch"] * AdmissionConfig().engine_queue_fraction)
+    assert model["sequences"] == SIMULATED["max_batch"] + allowance  # slots, and a short queue inside
 
 
 def test_requests_per_minute_hold_across_routers(stack: Stack, quiet: None):
