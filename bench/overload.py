@@ -7,7 +7,7 @@ between a flooding and a light tenant, and the controller's per-request overhead
 Each run launches the app (`python -m serve_app.cli serve`) with admission on and
 again with it off, on a loopback port, and stops it afterwards without touching any
 other Ray instance. Capacity (1x) is measured first: the throughput of a closed loop
-that keeps every sequence slot busy. Load is open-loop Poisson.
+that keeps every sequence slot busy and work queued. Load is open-loop Poisson.
 """
 
 from __future__ import annotations
@@ -165,10 +165,12 @@ def specs(engine: Engine, count: int, seed: int) -> list:
 
 
 async def capacity_rps(base_url: str, engine: Engine, requests: int) -> float:
-    """Requests/s with every sequence slot kept busy (and none waiting in the engine):
-    slots / mean latency (Little's law), which ramp-up and tail do not distort."""
-    run = await measure(endpoint(base_url, "bench", 120), specs(engine, requests, 1), ClosedLoop(engine.slots))
-    return engine.slots / run.summary.e2e_s.mean
+    """Requests/s the model completes when it never lacks work: a closed loop of twice its
+    sequence slots keeps every slot busy and a queue waiting (with admission off). Counting
+    only `slots` clients would underrate an engine whose slots idle between a request's
+    end and the next one's prefill."""
+    run = await measure(endpoint(base_url, "bench", 120), specs(engine, requests, 1), ClosedLoop(2 * engine.slots))
+    return run.summary.requests_per_s
 
 
 async def open_loop(base_url: str, engine: Engine, tenant: str, rate: float, duration_s: float,
