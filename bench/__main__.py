@@ -183,5 +183,17 @@ def main(argv: list[str] | None = None) -> None:
     commands[args.command](args)
 
 
+def fast_event_loops() -> None:
+    """uvloop for every `asyncio.run` of the load generator, when installed (it comes with
+    uvicorn): less CPU per request on cores the measured servers share, and less of the
+    generator's own scheduling lag in the latencies it records."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 if __name__ == "__main__":
+    fast_event_loops()
     main()

@@ -31,7 +31,7 @@ import yaml
 from bench.arrivals import ClosedLoop, OpenLoop
 from bench.client import Endpoint, RequestResult
 from bench.launcher import Running, launch, stop, wait_first_completion
-from bench.measure import measure, warm_up
+from bench.measure import append_requests, measure, warm_up
 from bench.stats import Slo, meets, percentile, summarise
 from bench.systems import LOCAL_CONFIG, App, EngineSettings, Model
 from bench.workload import fixed_lengths
@@ -175,7 +175,7 @@ async def capacity_rps(base_url: str, engine: Engine, requests: int) -> float:
 
 async def open_loop(base_url: str, engine: Engine, tenant: str, rate: float, duration_s: float,
                     timeout_s: float, seed: int, label: str, cpu_pid: int | None = None,
-                    after_s: float = 0.0) -> Point:
+                    after_s: float = 0.0, record: Path | None = None) -> Point:
     """Poisson load for `duration_s`; the point counts the requests sent after `after_s`."""
     count = max(1, round(rate * duration_s))
     slo = Slo(ttft_s=engine.ttft_slo_s)
@@ -183,6 +183,8 @@ async def open_loop(base_url: str, engine: Engine, tenant: str, rate: float, dur
     measured = await measure(endpoint(base_url, tenant, timeout_s), specs(engine, count, seed),
                              OpenLoop(rate, seed=seed), slo, [cpu_pid] if cpu_pid else (), label=label)
     client_cpu_s = time.process_time() - client_cpu_s
+    if record is not None:
+        append_requests(record, {"point": label}, measured.run)
     results = [r for r in measured.run.results if r.start_s >= after_s]
     for r in results:
         r.start_s -= after_s
@@ -220,7 +222,8 @@ async def overload_points(app: Running, engine: Engine, capacity: float, args: a
         await settle(args)
         label = f"{mode} {multiple:g}x"
         points.append(await open_loop(app.base_url, engine, "bench", capacity * multiple, args.duration,
-                                      args.timeout, seed=int(multiple * 10), label=label, cpu_pid=app.pid))
+                                      args.timeout, seed=int(multiple * 10), label=label, cpu_pid=app.pid,
+                                      record=args.out_dir / "requests.jsonl"))
         say(json.dumps(asdict(points[-1])))
         await asyncio.sleep(DRAIN_S)
     return points
@@ -444,7 +447,7 @@ def add_parser(commands: Any) -> None:
 
 
 def command(args: argparse.Namespace) -> None:
-    out = args.out or Path("bench/out") / time.strftime("admission-%Y%m%d-%H%M%S")
+    out = args.out_dir = args.out or Path("bench/out") / time.strftime("admission-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": _commit(),
                                "args": {k: str(v) for k, v in vars(args).items()}}
