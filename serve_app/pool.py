@@ -177,6 +177,13 @@ class ModelPool:
         reserve = self.reserved_for_others(waiter, budget, now)
         return ahead + waiter.charge + reserve - (budget.tokens - self.in_flight)
 
+    def overdue_pace(self, now: float) -> float:
+        """The least pace the leases in flight prove: when most of them are held longer
+        than the learned pace foresaw (the load rose faster than releases could teach),
+        requests now take at least this long per token. A lone stuck lease proves nothing."""
+        shown = sorted((now - lease.granted_at) / max(1, lease.output_tokens) for lease in self.leases.values())
+        return shown[len(shown) // 2] if shown else 0.0
+
     def wait_s(self, need: float, budget: Budget, now: float) -> float | None:
         """Seconds until `need` budget tokens are released, foreseen from when each lease
         in flight should end; None while the pace is unknown."""
@@ -184,7 +191,7 @@ class ModelPool:
             return 0.0
         if self.token_s is None or budget.tokens <= 0 or not self.leases:
             return None
-        pace = self.token_s
+        pace = max(self.token_s, self.overdue_pace(now))
         ends = sorted((lease.granted_at + pace * lease.output_tokens, lease.charge) for lease in self.leases.values())
         freed, last = 0.0, now
         for end, charge in ends:

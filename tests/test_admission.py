@@ -252,6 +252,21 @@ async def test_a_request_that_cannot_start_before_its_deadline_is_refused_at_onc
         waiter.cancel()
 
 
+async def test_leases_held_longer_than_foreseen_slow_the_foreseen_drain(make_controller):
+    controller = await make_controller(classes={"default": {"ttft_slo_s": 0.6, "max_queue_wait_s": 0.5}})
+    await learn_hold_time(controller, 0.05)  # the pace learned while requests were quick
+    await fill(controller)
+    await asyncio.sleep(0.4)  # and now all four are held eight times as long
+    waiters = [asyncio.create_task(controller.admit(ticket(n))) for n in range(10, 14)]
+    await until(lambda: controller._pools["m"].queue.length == 4)
+    # Beyond the four in flight the budget must turn over once more: at the pace the
+    # leases show, later than this request may wait; at the learned one, well within.
+    refused = await controller.admit(ticket(20))
+    assert refused.outcome is Outcome.OVERLOADED
+    for waiter in waiters:
+        waiter.cancel()
+
+
 async def test_a_request_that_can_start_in_time_waits(make_controller):
     controller = await make_controller(classes={"default": {"ttft_slo_s": 1.0}})
     await learn_hold_time(controller, 0.1)
