@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,14 +32,29 @@ async def warm_up(endpoint: Endpoint, specs: Sequence[RequestSpec], concurrency:
             await run_load(client, endpoint, specs, ClosedLoop(concurrency))
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No garbage-collection pauses in the load generator while it times requests: a
+    full collection over a run's records takes tens of milliseconds, which would land in
+    whichever requests were in flight. Records are freed by reference counting meanwhile;
+    cycles wait for the collection afterwards."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 async def measure(endpoint: Endpoint, specs: Sequence[RequestSpec], load: LoadPoint,
                   slo: Slo = NO_SLO, cpu_pids: Sequence[int] = (), label: str = "",
                   is_engine: Callable[[str], bool] = is_engine_core) -> Measurement:
     """Run `specs` at `load`; with `cpu_pids`, CPU of those process trees is sampled around it."""
     progress = Progress(len(specs), label or load.label)
     before = sample(cpu_pids) if cpu_pids else None
-    async with make_client(endpoint) as client:
-        run = await run_load(client, endpoint, specs, load, lambda r: progress.advance(r.ok))
+    with collector_paused():
+        async with make_client(endpoint) as client:
+            run = await run_load(client, endpoint, specs, load, lambda r: progress.advance(r.ok))
     after = sample(cpu_pids) if cpu_pids else None
     progress.close()
     summary = summarise(run.results, run.wall_s, slo)
