@@ -49,7 +49,9 @@ class Parallelism(Strict):
     """vLLM distributed executor. auto: uni for one worker, ray on GPU, mp on CPU
     (vLLM's CPU platform refuses the ray executor)."""
     cpu_thread_binding: str | None = None
-    """CPU only: VLLM_CPU_OMP_THREADS_BIND, one core list per rank separated by '|' (e.g. "0|1")."""
+    """CPU only: the cores the engine runs on, as VLLM_CPU_OMP_THREADS_BIND: one core list per
+    rank separated by '|' (e.g. "1", or "0|1" for two ranks). The engine-core process is pinned
+    to them too, so the front end keeps the other cores."""
 
     @property
     def world_size(self) -> int:
