@@ -235,10 +235,11 @@ class AdmissionConfig(Strict):
     """Longest any request waits for admission, whatever its class."""
     kv_budget_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
     """Share of the replicas' reported KV capacity (tokens) that admitted requests may reserve."""
-    engine_queue_fraction: float = Field(default=0.25, ge=0.0, le=4.0)
+    engine_queue_fraction: float = Field(default=0.0, ge=0.0, le=4.0)
     """Requests each replica may hold queued beyond its sequence slots, as a share of them
-    (rounded up): a finished sequence's slot refills from the engine's own queue at once
-    instead of after its release reaches the controller. 0: never more than the slots."""
+    (rounded up), so a finished sequence's slot refills from the engine's own queue instead of
+    after its release reaches the controller. Worth it only where that round trip is long next
+    to a request; the engine's queue is FIFO, so it costs priority and fair share their edge."""
     report_stale_after_s: PositiveFloat = 3.0
     """A replica that has not reported its capacity for this long counts as gone (replicas
     report every 0.5 s)."""
