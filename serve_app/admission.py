@@ -82,7 +82,7 @@ class AdmissionController:
         if not pool.queue.length and pool.fit(waiter, budget, now) is Fit.FITS:
             return self._grant(pool, waiter, ledger, now)
         waiter.future = asyncio.get_running_loop().create_future()
-        pool.queue.push(waiter)
+        pool.queue.push(waiter, pool.serving())
         self._dispatch(pool, now)
         if waiter.future.done():
             return waiter.future.result()

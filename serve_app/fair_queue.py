@@ -4,15 +4,17 @@ Order: by class priority (strictly); within a class, the tenant whose virtual
 token counter is lowest goes first (its counter grows by the budget tokens it is
 granted, divided by its weight, so capacity is shared by weighted token cost);
 within a tenant, first come first served. A tenant that starts waiting is lifted
-to the lowest counter among those already waiting in its class, so idle time
-banks no credit against them (as in VTC, Sheng et al., OSDI 2024).
+to the lowest counter among the other tenants active now (waiting in its class, or
+holding capacity), so time it spent idle banks no credit against them (as in VTC,
+Sheng et al., OSDI 2024): a tenant that starts flooding does not get the whole
+capacity until its counter catches up with a light tenant's that was served all along.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from serve_app.outcomes import Decision, Ticket
@@ -45,11 +47,12 @@ class FairQueue:
         self._charge: dict[tuple[int, str], float] = {}  # queued budget tokens per class and tenant
         self.length = 0
 
-    def push(self, waiter: Waiter) -> None:
+    def push(self, waiter: Waiter, serving: Iterable[str] = ()) -> None:
+        """Queue `waiter`; `serving` names the tenants holding capacity now."""
         tenants = self._classes.setdefault(waiter.priority, {})
         line = tenants.get(waiter.tenant)
         if line is None:
-            self._lift(waiter.tenant, tenants)
+            self._lift(waiter.tenant, [*tenants, *serving])
             line = tenants[waiter.tenant] = deque()
         line.append(waiter)
         self.length += 1
@@ -104,7 +107,7 @@ class FairQueue:
                 ahead += min(queued, max(0.0, passing - self.counters.get(name, 0.0)) * line[0].weight)
         return ahead + own_ahead
 
-    def _lift(self, tenant: str, same_class: dict[str, deque[Waiter]]) -> None:
-        waiting = [self.counters.get(name, 0.0) for name in same_class]
-        if waiting:
-            self.counters[tenant] = max(self.counters.get(tenant, 0.0), min(waiting))
+    def _lift(self, tenant: str, active: list[str]) -> None:
+        others = [self.counters.get(name, 0.0) for name in active if name != tenant]
+        if others:
+            self.counters[tenant] = max(self.counters.get(tenant, 0.0), min(others))

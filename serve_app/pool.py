@@ -80,6 +80,10 @@ class ModelPool:
             output = max(1, min(output, budget.max_model_len - prompt))
         return prompt, output
 
+    def serving(self) -> list[str]:
+        """Tenants holding capacity now."""
+        return [tenant for tenant, held in self._held.items() if held > 0]
+
     # ------------------------------------------------------------ fair shares
 
     def fit(self, waiter: Waiter, budget: Budget, now: float) -> Fit:

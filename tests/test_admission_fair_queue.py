@@ -47,6 +47,16 @@ def test_a_tenant_that_starts_waiting_is_lifted_to_the_lowest_waiting_counter():
     assert names(queue) == ["busy-0", "idle-1"]
 
 
+def test_a_tenant_that_starts_waiting_while_none_wait_is_lifted_to_those_being_served():
+    queue = FairQueue()
+    queue.served("light", 1000, 1.0)  # served all along, never had to wait
+    queue.push(waiter("flood", 0), serving=["light", "flood"])
+    assert queue.counters["flood"] == 1000  # its idle past banks nothing against light
+    queue.push(waiter("light", 1), serving=["light", "flood"])
+    queue.served("flood", 100, 1.0)
+    assert names(queue) == ["light-1", "flood-0"]
+
+
 def test_a_tenants_requests_keep_their_order_and_leave_cleanly():
     queue = FairQueue()
     first, second = waiter("a", 0), waiter("a", 1)
