@@ -216,14 +216,15 @@ async def settle(args: argparse.Namespace) -> None:
 
 
 async def overload_points(app: Running, engine: Engine, capacity: float, args: argparse.Namespace,
-                          mode: str) -> list[Point]:
+                          mode: str, record: Path) -> list[Point]:
+    """Each load point in turn; every request's record is appended to `record`."""
     points = []
     for multiple in args.multiples:
         await settle(args)
         label = f"{mode} {multiple:g}x"
         points.append(await open_loop(app.base_url, engine, "bench", capacity * multiple, args.duration,
                                       args.timeout, seed=int(multiple * 10), label=label, cpu_pid=app.pid,
-                                      record=args.out_dir / "requests.jsonl"))
+                                      record=record))
         say(json.dumps(asdict(points[-1])))
         await asyncio.sleep(DRAIN_S)
     return points
@@ -256,6 +257,7 @@ def run_admission(engine: Engine, args: argparse.Namespace, out: Path) -> dict[s
     found: dict[str, Any] = {"engine": engine.name, "slo_ttft_s": engine.ttft_slo_s,
                              "input_tokens": engine.input_tokens, "output_tokens": engine.output_tokens}
     capacity = found["capacity_rps"] = args.capacity_rps
+    record = out / "requests.jsonl"
     if capacity is None or ("overload" in args.runs and "off" in args.modes):
         with serving(engine, admission_on=False, out=out, ingress=args.ingress) as app:
             asyncio.run(warm_up(endpoint(app.base_url, "bench", 120), specs(engine, 8, 99)))
@@ -265,12 +267,12 @@ def run_admission(engine: Engine, args: argparse.Namespace, out: Path) -> dict[s
             say(f"capacity: {capacity:.2f} requests/s")
             if "overload" in args.runs and "off" in args.modes:
                 found["off"] = [asdict(p) for p in
-                                asyncio.run(overload_points(app, engine, capacity, args, "off"))]
+                                asyncio.run(overload_points(app, engine, capacity, args, "off", record))]
     with serving(engine, admission_on=True, out=out, ingress=args.ingress) as app:
         asyncio.run(warm_up(endpoint(app.base_url, "bench", 120), specs(engine, engine.slots, 98),
                             concurrency=engine.slots))
         if "overload" in args.runs:
-            found["on"] = [asdict(p) for p in asyncio.run(overload_points(app, engine, capacity, args, "on"))]
+            found["on"] = [asdict(p) for p in asyncio.run(overload_points(app, engine, capacity, args, "on", record))]
             time.sleep(12)  # the overload tenant's demand leaves the fair-share window
         if "fairness" in args.runs:
             found["fairness"] = [asdict(p) for p in asyncio.run(fairness_points(app.base_url, engine, capacity, args))]
@@ -447,7 +449,7 @@ def add_parser(commands: Any) -> None:
 
 
 def command(args: argparse.Namespace) -> None:
-    out = args.out_dir = args.out or Path("bench/out") / time.strftime("admission-%Y%m%d-%H%M%S")
+    out = args.out or Path("bench/out") / time.strftime("admission-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": _commit(),
                                "args": {k: str(v) for k, v in vars(args).items()}}
