@@ -100,17 +100,24 @@ async def send(client: aiohttp.ClientSession, endpoint: Endpoint, body: dict[str
                 elif result.stream:
                     await _read_events(response, result, started)
                 else:
-                    _record_usage(result, json.loads(await response.read()).get("usage"))
+                    _record_usage(result, _answer(await response.read()).get("usage"))
     except TimeoutError as error:
         result.failure = "timeout"
         result.error = str(error) or f"no complete answer within {endpoint.timeout_s:g} s"
     except (aiohttp.ClientError, OSError) as error:
         result.failure, result.error = "connection", f"{type(error).__name__}: {error}"
-    except (ValueError, AttributeError) as error:  # a 200 whose body is not the JSON it should be
+    except ValueError as error:  # a 200 whose body is not the JSON it should be
         result.failure, result.error = "bad-response", f"{type(error).__name__}: {error}"
     if result.e2e_s is None:
         result.e2e_s = time.perf_counter() - started
     return result
+
+
+def _answer(raw: bytes) -> dict[str, Any]:
+    answer = json.loads(raw)
+    if not isinstance(answer, dict):
+        raise ValueError(f"the answer is not a JSON object: {raw[:200]!r}")
+    return answer
 
 
 async def _read_events(response: aiohttp.ClientResponse, result: RequestResult, started: float) -> None:
