@@ -4,10 +4,10 @@ Every LLMServer replica reports its EngineStats (KV capacity in tokens, sequence
 limit, and its load) every REPORT_INTERVAL_S. The budget is the sum over the
 replicas heard from recently, so it grows and shrinks as replicas come and go; a
 replica that stops reporting counts as gone (stale signals mean no capacity, never
-old capacity). Each replica may also hold a few requests queued beyond its sequence
-slots (`engine_queue_fraction`), so a finished sequence's slot is refilled from the
-engine's own queue at once, not after its release has reached the controller and the
-next admission has come back. When an engine saturates anyway (more queue inside it
+old capacity). With `engine_queue_fraction` set (it is 0 by default), each replica may
+also hold a few requests queued beyond its sequence slots, so a finished sequence's slot
+is refilled from the engine's own queue at once, not after its release has reached the
+controller and the next admission has come back. When an engine saturates anyway (more queue inside it
 than that, or its KV cache is full) the budget tightens, and it recovers slowly once
 that stops.
 """
@@ -53,7 +53,8 @@ NO_BUDGET = Budget(tokens=0.0, sequences=0, replicas=0)
 
 
 def queue_allowance(stats: EngineStats, fraction: float) -> int:
-    """Requests a replica may hold waiting for a slot: a share of its slots, at least one."""
+    """Requests a replica may hold waiting for a slot: a share of its slots, rounded up
+    (so at least one when the share is set), none when it is 0."""
     return math.ceil(stats.max_num_seqs * fraction) if fraction > 0 else 0
 
 
