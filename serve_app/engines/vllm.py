@@ -2,23 +2,22 @@
 
 Chat templates, sampling parameters, stop strings, logprobs, response formats and
 error messages all come from vLLM's serving classes, so a request behaves exactly
-as under `vllm serve`. This is the one module coupled to vLLM internals; it is
-written against vllm 0.32.0.
+as under `vllm serve`. This module and `vllm_cpu` (how a CPU replica lays out
+vLLM's processes) are the ones coupled to vLLM internals, written against vllm 0.32.0.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import Any
 
 from serve_app.config import ModelConfig
 from serve_app.engines.base import EngineDead, Reply
-from serve_app.engines.vllm_args import bound_cores, resolve_executor, serve_argv
+from serve_app.engines.vllm_args import resolve_executor, serve_argv
+from serve_app.engines.vllm_cpu import cpu_engine_processes, run_single_worker_in_engine_core
 from serve_app.errors import context_code, error_body
 from serve_app.protocol import EngineRequest, EngineStats, ReplyHead
 
@@ -37,52 +36,6 @@ def parse_serve_args(model: ModelConfig) -> Any:
     args.model = args.model_tag
     validate_parsed_serve_args(args)
     return args
-
-
-@contextmanager
-def forking_engine_processes(model: ModelConfig) -> Iterator[None]:
-    """Let vLLM fork, not spawn, its engine-core (and CPU worker) processes from this replica.
-
-    Inside a Ray actor vLLM always spawns, so each child re-imports vLLM and torch:
-    about a third of a CPU replica's cold start. Spawning exists for children that
-    join the Ray cluster or use CUDA; on CPU the engine core and its `mp`/`uni`
-    workers do neither, and a forked child runs only vLLM's code before it exits
-    with `os._exit`, never Ray's. GPU replicas keep vLLM's choice.
-    """
-    if model.device != "cpu":
-        yield
-        return
-    import setproctitle
-    from ray import _raylet
-    from vllm.utils import system_utils
-
-    in_ray_actor, set_title = system_utils.is_in_ray_actor, setproctitle.setproctitle
-    system_utils.is_in_ray_actor = lambda: False
-    # A child forked from a Ray worker can only retitle itself the way Ray titled the
-    # worker; without this, `ps` would show VLLM::EngineCore and VLLM::Worker_TP0 as replicas.
-    setproctitle.setproctitle = _raylet.setproctitle
-    os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "fork"
-    try:
-        yield
-    finally:
-        system_utils.is_in_ray_actor, setproctitle.setproctitle = in_ray_actor, set_title
-
-
-@contextmanager
-def children_pinned_to(cores: set[int]) -> Iterator[None]:
-    """Processes forked meanwhile (vLLM's engine core, and through it its CPU workers) run
-    only on `cores`. vLLM binds its workers' compute threads to the configured cores but
-    leaves the engine core's busy-polling scheduler free to take the front end's cores.
-    Only the calling thread's affinity changes, and only for the duration."""
-    if not cores:
-        yield
-        return
-    own = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cores)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, own)
 
 
 class VLLMEngine:
@@ -105,12 +58,13 @@ class VLLMEngine:
         args = parse_serve_args(self._model)
         engine_args = AsyncEngineArgs.from_cli_args(args)
         vllm_config = engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
-        if resolve_executor(self._model) == "ray":
+        executor = resolve_executor(self._model)
+        if executor == "ray":
             import ray.util
 
             vllm_config.parallel_config.placement_group = ray.util.get_current_placement_group()
-        cores = bound_cores(os.environ.get("VLLM_CPU_OMP_THREADS_BIND")) if self._model.device == "cpu" else set()
-        with forking_engine_processes(self._model), children_pinned_to(cores):
+        run_single_worker_in_engine_core(self._model, executor, vllm_config)
+        with cpu_engine_processes(self._model, vllm_config):
             self._engine = AsyncLLM.from_vllm_config(
                 vllm_config=vllm_config,
                 usage_context=UsageContext.OPENAI_API_SERVER,
