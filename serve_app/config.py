@@ -46,8 +46,8 @@ class Parallelism(Strict):
     placement: Placement = "strict_pack"
     """Placement-group strategy for the replica's bundles: strict_pack keeps them on one node."""
     executor: Executor = "auto"
-    """vLLM distributed executor. auto: uni for one worker, ray on GPU, mp on CPU
-    (vLLM's CPU platform refuses the ray executor)."""
+    """vLLM distributed executor. auto: uni for one worker (on CPU too: it runs inside the
+    engine-core process), else ray on GPU and mp on CPU (vLLM's CPU platform refuses ray)."""
     cpu_thread_binding: str | None = None
     """CPU only: the cores the engine runs on, as VLLM_CPU_OMP_THREADS_BIND: one core list per
     rank separated by '|' (e.g. "1", or "0|1" for two ranks). The engine-core process is pinned
