@@ -9,7 +9,9 @@ exceptions, cross this seam; `serve_app.outcomes` maps them to HTTP). In order:
 3. otherwise it waits (`fair_queue`: by class, then by weighted token cost, then
    FIFO) if it can start before its class's deadline, as foreseen from when the
    leases in flight will end; if it cannot, it is refused now with 503 and a
-   Retry-After, not after waiting in vain.
+   Retry-After, not after waiting in vain. Each time a lease ends, and every
+   sweep, the foresight is redone for those waiting: one that can no longer start
+   in time (the leases ahead run late) is refused then, not at its deadline.
 
 Admitted capacity is held as a lease with a time-to-live, released by the router
 with what the request really used (which corrects the tenant's token count, its
@@ -194,7 +196,8 @@ class AdmissionController:
             elif future.done() and future.result().lease_id:
                 self.release(future.result().lease_id)
             raise
-        self._metrics.waited(pool.name, waiter.service_class, self._clock() - waiter.arrived)
+        if decision.admitted:
+            self._metrics.waited(pool.name, waiter.service_class, self._clock() - waiter.arrived)
         return decision
 
     def _dispatch(self, pool: ModelPool, now: float) -> None:
@@ -213,6 +216,23 @@ class AdmissionController:
                     return
             else:
                 return  # every head is beyond its tenant's share
+
+    def _refuse_late(self, pool: ModelPool, now: float) -> None:
+        """Refuse now, not at their deadline, waiting requests that can no longer start in
+        time because the leases ahead of them run late. Each tenant's line is checked from
+        its end: when its last request can still start in time, so can those ahead of it."""
+        budget = pool.capacity.budget(now)
+        for waiter in list(pool.queue.lasts()):
+            while waiter is not None and waiter.future is not None and not waiter.future.done():
+                foreseen = pool.wait_s(pool.need(waiter, budget, now), budget, now)
+                if foreseen is None or now + foreseen * FORESIGHT_MARGIN <= waiter.deadline:
+                    break
+                ledger = self._tenants.ledger(waiter.tenant, now)
+                waiter.future.set_result(self._drop(
+                    pool, waiter, ledger, Outcome.OVERLOADED, foreseen, now,
+                    f"the server is overloaded: this request could no longer start within "
+                    f"{waiter.deadline - waiter.arrived:.3g} s (its class's wait limit)"))
+                waiter = pool.queue.last_of(waiter.priority, waiter.tenant)
 
     def _grant(self, pool: ModelPool, waiter: Waiter, ledger: TenantLedger, now: float) -> Decision:
         budget = pool.capacity.budget(now)
@@ -244,6 +264,7 @@ class AdmissionController:
         self._tenants.ledger(lease.tenant, now).finish(lease.cost, usage.total if usage else None, now)
         pool.note_demand(lease.tenant, lease.weight, lease.priority, now)
         self._dispatch(pool, now)
+        self._refuse_late(pool, now)
 
     def _pool(self, model: str) -> ModelPool:
         pool = self._pools.get(model)
@@ -268,6 +289,7 @@ class AdmissionController:
             self.expire(now)
             for pool in self._pools.values():
                 self._dispatch(pool, now)  # replicas may have come or gone
+                self._refuse_late(pool, now)  # leases may be overdue without ending
                 self._publish(pool, now)
             self._metrics.flush()
 

@@ -89,6 +89,16 @@ class FairQueue:
             for name in order:
                 yield tenants[name][0]
 
+    def lasts(self) -> Iterator[Waiter]:
+        """The last waiter of each tenant in each class."""
+        for tenants in self._classes.values():
+            for line in tenants.values():
+                yield line[-1]
+
+    def last_of(self, priority: int, tenant: str) -> Waiter | None:
+        line = self._classes.get(priority, {}).get(tenant)
+        return line[-1] if line else None
+
     def __iter__(self) -> Iterator[Waiter]:
         for tenants in self._classes.values():
             for line in tenants.values():

@@ -267,6 +267,39 @@ async def test_leases_held_longer_than_foreseen_slow_the_foreseen_drain(make_con
         waiter.cancel()
 
 
+async def test_a_waiting_request_whose_start_slips_past_its_deadline_is_refused_before_it(make_controller):
+    controller = await make_controller(classes={"default": {"ttft_slo_s": 0.6, "max_queue_wait_s": 0.5}})
+    await learn_hold_time(controller, 0.05)  # requests were quick when they were queued
+    leases = await fill(controller)
+    waiters = [asyncio.create_task(controller.admit(ticket(n))) for n in range(10, 15)]
+    await until(lambda: controller._pools["m"].queue.length == 5)  # all foreseen to start in time
+    await asyncio.sleep(0.3)  # but the four in flight are held six times as long
+    started = time.monotonic()
+    await controller.release_many([leases[0].lease_id])
+    assert (await asyncio.wait_for(waiters[0], 0.1)).admitted
+    # The last in line now needs the budget to turn over once more at the pace the leases
+    # show: later than its deadline. It is told so now, not when the deadline passes.
+    refused = await asyncio.wait_for(waiters[-1], 0.1)
+    assert time.monotonic() - started < 0.1
+    assert refused.outcome is Outcome.OVERLOADED and refused.retry_after_s > 0
+    assert "no longer start" in refused.message
+    for waiter in waiters[1:-1]:
+        waiter.cancel()
+
+
+async def test_a_waiting_request_that_can_still_start_in_time_keeps_its_place(make_controller):
+    controller = await make_controller(classes={"default": {"ttft_slo_s": 2.0, "max_queue_wait_s": 1.5}})
+    await learn_hold_time(controller, 0.05)
+    leases = await fill(controller)
+    waiters = [asyncio.create_task(controller.admit(ticket(n))) for n in range(10, 12)]
+    await until(lambda: controller._pools["m"].queue.length == 2)
+    await controller.release_many([leases[0].lease_id])
+    assert (await asyncio.wait_for(waiters[0], 0.1)).admitted
+    await asyncio.sleep(0.05)
+    assert not waiters[1].done() and await queued(controller) == 1
+    waiters[1].cancel()
+
+
 async def test_a_request_that_can_start_in_time_waits(make_controller):
     controller = await make_controller(classes={"default": {"ttft_slo_s": 1.0}})
     await learn_hold_time(controller, 0.1)
