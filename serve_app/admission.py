@@ -220,12 +220,14 @@ class AdmissionController:
     def _refuse_late(self, pool: ModelPool, now: float) -> None:
         """Refuse now, not at their deadline, waiting requests that can no longer start in
         time because the leases ahead of them run late. Each tenant's line is checked from
-        its end: when its last request can still start in time, so can those ahead of it."""
+        its end: when its last request can still start in time, so can those ahead of it.
+        Without the arrival check's margin: checked again at every lease end, a padded
+        foresight would refuse on whichever estimate runs high, requests that would have made it."""
         budget = pool.capacity.budget(now)
         for waiter in list(pool.queue.lasts()):
             while waiter is not None and waiter.future is not None and not waiter.future.done():
                 foreseen = pool.wait_s(pool.need(waiter, budget, now), budget, now)
-                if foreseen is None or now + foreseen * FORESIGHT_MARGIN <= waiter.deadline:
+                if foreseen is None or now + foreseen <= waiter.deadline:
                     break
                 ledger = self._tenants.ledger(waiter.tenant, now)
                 waiter.future.set_result(self._drop(
