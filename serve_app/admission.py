@@ -170,7 +170,7 @@ class AdmissionController:
 
     async def _wait(self, pool: ModelPool, waiter: Waiter, ledger: TenantLedger, now: float) -> Decision:
         budget = pool.capacity.budget(now)
-        foreseen = pool.wait_s(pool.need(waiter, budget, now), budget, now)
+        foreseen = pool.foreseen_wait(waiter, budget, now)
         if pool.queue.length > self._config.max_queued:
             return self._drop(pool, waiter, ledger, Outcome.QUEUE_FULL, foreseen, now,
                               "the server is at capacity and its queue is full")
@@ -226,7 +226,7 @@ class AdmissionController:
         budget = pool.capacity.budget(now)
         for waiter in list(pool.queue.lasts()):
             while waiter is not None and waiter.future is not None and not waiter.future.done():
-                foreseen = pool.wait_s(pool.need(waiter, budget, now), budget, now)
+                foreseen = pool.foreseen_wait(waiter, budget, now)
                 if foreseen is None or now + foreseen <= waiter.deadline:
                     break
                 ledger = self._tenants.ledger(waiter.tenant, now)

@@ -181,6 +181,11 @@ class ModelPool:
         reserve = self.reserved_for_others(waiter, budget, now)
         return ahead + waiter.charge + reserve - (budget.tokens - self.in_flight)
 
+    def foreseen_wait(self, waiter: Waiter, budget: Budget, now: float) -> float | None:
+        """Seconds until `waiter` (the last of its tenant's line) could start; None while
+        the pace is unknown."""
+        return self.wait_s(self.need(waiter, budget, now), budget, now)
+
     def overdue_pace(self, now: float) -> float:
         """The least pace the leases in flight prove: when most of them are held longer
         than the learned pace foresaw (the load rose faster than releases could teach),

@@ -58,9 +58,9 @@ class VLLMEngine:
 
         # Every full collection rescans every live object, and importing vLLM leaves about
         # 650,000 (one collection: 0.38 s): the start-up's dozen full collections took
-        # 0.1-0.5 s each, about 3 s of a CPU replica's cold start. These objects live as long as the process, so
-        # they leave the collector's view now (Serve collects and freezes again once the
-        # replica is up; the forked engine core inherits the frozen heap).
+        # 0.1-0.5 s each, about 3 s of a CPU replica's cold start. These objects live as
+        # long as the process, so they leave the collector's view now (Serve collects and
+        # freezes again once the replica is up; the forked engine core inherits the frozen heap).
         gc.freeze()
 
         args = parse_serve_args(self._model)
