@@ -12,6 +12,8 @@ exceptions, cross this seam; `serve_app.outcomes` maps them to HTTP). In order:
    Retry-After, not after waiting in vain. Each time a lease ends, and every
    sweep, the foresight is redone for those waiting: one that can no longer start
    in time (the leases ahead run late) is refused then, not at its deadline.
+   An arrival refusal also says how long a like request would be refused the same
+   way, so routers answer a flooding tenant's next ones without asking.
 
 Admitted capacity is held as a lease with a time-to-live, released by the router
 with what the request really used (which corrects the tenant's token count, its
@@ -46,6 +48,15 @@ Release = tuple[str, Usage | None, float | None]
 
 __all__ = ["CONTROLLER_DEPLOYMENT", "OUTCOMES", "AdmissionController", "Decision", "Outcome",
            "Ticket", "Usage"]
+
+
+def alike_refused_for(foreseen_s: float, wait_s: float) -> float:
+    """How long after this refusal a like request (same tenant line, no smaller) would be
+    refused too. It would join the line where this one would have, so it is foreseen to
+    start at the same instant, while its deadline is later by however much later it came:
+    the arrival check, `foreseen * FORESIGHT_MARGIN > wait`, holds until the margin by which
+    this one missed, shrunk by the margin factor, has passed."""
+    return max(0.0, (foreseen_s * FORESIGHT_MARGIN - wait_s) / FORESIGHT_MARGIN)
 
 
 class AdmissionController:
@@ -177,7 +188,8 @@ class AdmissionController:
         if foreseen is not None and now + foreseen * FORESIGHT_MARGIN > waiter.deadline:
             return self._drop(pool, waiter, ledger, Outcome.OVERLOADED, foreseen, now,
                               f"the server is overloaded: this request could not start within "
-                              f"{waiter.deadline - now:.3g} s (its class's wait limit)")
+                              f"{waiter.deadline - now:.3g} s (its class's wait limit)",
+                              alike_refused_for_s=alike_refused_for(foreseen, waiter.deadline - now))
         self._metrics.queued(pool.name, waiter.tenant)
         future = waiter.future
         try:
@@ -245,19 +257,22 @@ class AdmissionController:
         return Decision(Outcome.ADMITTED, lease_id=lease.lease_id, limits=ledger.rate_limits(now))
 
     def _drop(self, pool: ModelPool, waiter: Waiter, ledger: TenantLedger, outcome: Outcome,
-              retry_after_s: float | None, now: float, message: str) -> Decision:
+              retry_after_s: float | None, now: float, message: str,
+              alike_refused_for_s: float | None = None) -> Decision:
         """Refuse a request that was charged and queued."""
         pool.queue.remove(waiter)
         ledger.refund(waiter.cost, now)
         pool.note_demand(waiter.tenant, waiter.weight, waiter.priority, now)
         self._dispatch(pool, now)  # it may have blocked the line
-        return self._refuse(pool, ledger, outcome, retry_after_s, message, now=now)
+        return self._refuse(pool, ledger, outcome, retry_after_s, message, now=now,
+                            alike_refused_for_s=alike_refused_for_s)
 
     def _refuse(self, pool: ModelPool, ledger: TenantLedger, outcome: Outcome,
-                retry_after_s: float | None, message: str, *, now: float) -> Decision:
+                retry_after_s: float | None, message: str, *, now: float,
+                alike_refused_for_s: float | None = None) -> Decision:
         self._metrics.decided(pool.name, ledger.tenant.name, outcome.value)
         return Decision(outcome, retry_after_s=retry_after_s, message=message,
-                        limits=ledger.rate_limits(now))
+                        limits=ledger.rate_limits(now), alike_refused_for_s=alike_refused_for_s)
 
     def _end(self, lease: Lease, usage: Usage | None, now: float, *, released: bool,
              first_byte_s: float | None = None) -> None:

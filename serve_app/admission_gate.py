@@ -1,7 +1,8 @@
 """The router's side of admission: ask the controller, never hang on it.
 
-One controller call per request (`admit`); releases, with what each request used,
-leave in batches. Both travel over the admission link (one TCP connection to the
+One controller call per request (`admit`), except while the controller's last
+overload refusal of the same tenant line holds (`refusal_memo`); releases, with
+what each request used, leave in batches. Both travel over the admission link (one TCP connection to the
 controller, `channel/admission_link`) while it is open, else (and always if
 `admission.direct_link` is off) as Serve handle calls. When the controller cannot
 be reached (dead, restarting, stuck) the router follows `admission.when_unreachable`
@@ -19,14 +20,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from serve_app.admission_metrics import DecisionCounter
 from serve_app.channel.admission_link import ControllerLink
 from serve_app.config import AdmissionConfig
 from serve_app.outcomes import Decision, Outcome, Ticket, Usage
+from serve_app.refusal_memo import RefusalMemo
 
 logger = logging.getLogger("ray.serve")
 
 LOCAL_PREFIX = "local-"
 RELEASE_BATCH_S = 0.02  # releases within this window share one controller call
+METRICS_FLUSH_S = 1.0
 CALL_GRACE_S = 2.0  # beyond the longest a request may wait in the controller
 UNMANAGED = Decision(Outcome.ADMITTED)
 
@@ -61,10 +65,14 @@ class LocalLimit:
 
 class AdmissionGate:
     def __init__(self, controller: Any, config: AdmissionConfig,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 decisions: DecisionCounter | None = None) -> None:
         self._controller = controller
         self._config = config
         self._clock = clock
+        self._memo = RefusalMemo(config.refusal_memo_s, clock)
+        self._decisions = decisions or DecisionCounter()
+        self._flush_due = False
         self._timeout_s = config.longest_wait_s + CALL_GRACE_S
         self._local = LocalLimit(config.fallback_max_in_flight, config.unreachable_retry_s)
         self._alone_until = 0.0
@@ -86,7 +94,10 @@ class AdmissionGate:
         if not self._config.enabled:
             return UNMANAGED
         if self._clock() < self._alone_until:
-            return self._alone()
+            return self._counted(ticket, self._alone())
+        remembered = self._memo.recall(ticket)
+        if remembered is not None:
+            return self._counted(ticket, remembered)
         try:
             decision = await asyncio.wait_for(self._ask(ticket), self._timeout_s)
         except asyncio.CancelledError:
@@ -95,9 +106,10 @@ class AdmissionGate:
             logger.warning("admission controller unreachable (%r); deciding alone for %g s",
                            error, self._config.unreachable_retry_s)
             self._alone_until = self._clock() + self._config.unreachable_retry_s
-            return self._alone()
+            return self._counted(ticket, self._alone())
         if decision.lease_id:
             self._local.granted_elsewhere += 1
+        self._memo.note(ticket, decision)
         return decision
 
     def release(self, lease_id: str | None, usage: Usage | None = None,
@@ -121,6 +133,18 @@ class AdmissionGate:
         if self._link is not None:
             self._link.open_soon()
         return await self._controller.admit.remote(ticket)
+
+    def _counted(self, ticket: Ticket, decision: Decision) -> Decision:
+        """Count a decision the controller did not make (it counts its own)."""
+        self._decisions.decided(ticket.model, ticket.tenant, decision.outcome.value)
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_later(METRICS_FLUSH_S, self._flush_decisions)
+        return decision
+
+    def _flush_decisions(self) -> None:
+        self._flush_due = False
+        self._decisions.flush()
 
     def _alone(self) -> Decision:
         policy = self._config.when_unreachable

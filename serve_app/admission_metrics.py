@@ -1,6 +1,7 @@
 """Admission's Prometheus metrics, through Ray's metrics agent (names get Ray's `ray_` prefix).
 
     admission_requests{model, tenant, outcome}    counter: admitted, and refused by reason
+                                                  (controller and routers)
     admission_queued{model, tenant}               counter: requests that had to wait
     admission_queue_wait_seconds{model, class}    histogram: wait of requests that waited
     admission_in_flight_tokens{model}             gauge: budget tokens held by leases
@@ -19,10 +20,28 @@ from ray.util.metrics import Counter, Gauge, Histogram
 WAIT_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 
 
-class AdmissionMetrics:
+class DecisionCounter:
+    """admission_requests{model, tenant, outcome}. Counted in the process and handed to Ray
+    by flush(): one Ray counter update costs more than the decision it counts. The controller
+    and the routers (for refusals they answer from memory) count into the same metric."""
+
     def __init__(self) -> None:
         self._requests = Counter("admission_requests", "Admission decisions, by outcome.",
                                  tag_keys=("model", "tenant", "outcome"))
+        self._decisions: Tally[tuple[str, str, str]] = Tally()
+
+    def decided(self, model: str, tenant: str, outcome: str) -> None:
+        self._decisions[model, tenant, outcome] += 1
+
+    def flush(self) -> None:
+        for (model, tenant, outcome), count in self._decisions.items():
+            self._requests.inc(count, tags={"model": model, "tenant": tenant, "outcome": outcome})
+        self._decisions.clear()
+
+
+class AdmissionMetrics:
+    def __init__(self) -> None:
+        self._decisions = DecisionCounter()
         self._queued = Counter("admission_queued", "Requests that waited for admission.",
                                tag_keys=("model", "tenant"))
         self._wait = Histogram("admission_queue_wait_seconds", "Time waited for admission.",
@@ -34,17 +53,12 @@ class AdmissionMetrics:
                             ("in_flight_requests", "Admitted requests not yet released."),
                             ("queue_length", "Requests waiting for admission."),
                             ("replicas", "Replicas reporting capacity."))}
-        self._decisions: Tally[tuple[str, str, str]] = Tally()
 
     def decided(self, model: str, tenant: str, outcome: str) -> None:
-        # Counted here and handed to Ray by flush(): one Ray counter update costs more
-        # than the decision it counts.
-        self._decisions[model, tenant, outcome] += 1
+        self._decisions.decided(model, tenant, outcome)
 
     def flush(self) -> None:
-        for (model, tenant, outcome), count in self._decisions.items():
-            self._requests.inc(count, tags={"model": model, "tenant": tenant, "outcome": outcome})
-        self._decisions.clear()
+        self._decisions.flush()
 
     def queued(self, model: str, tenant: str) -> None:
         self._queued.inc(1, tags={"model": model, "tenant": tenant})

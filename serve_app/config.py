@@ -254,6 +254,10 @@ class AdmissionConfig(Strict):
     """Per router: requests it admits on its own while the controller is unreachable."""
     unreachable_retry_s: PositiveFloat = 2.0
     """After a failed call, how long a router decides alone before asking the controller again."""
+    refusal_memo_s: NonNegativeFloat = 0.5
+    """Longest a router refuses a tenant's requests on its own, after the controller refused
+    one of the same class as overloaded and said for how long a like request would be refused
+    too; it saves a flooding tenant's refusals the round trip to the controller (0: always ask)."""
     direct_link: bool = True
     """Routers send admits and releases to the controller over one TCP connection each
     instead of one Serve handle call per request (which costs several times the decision)."""

@@ -96,6 +96,9 @@ class Decision:
     retry_after_s: float | None = None
     message: str = ""
     limits: RateLimits | None = None
+    alike_refused_for_s: float | None = None
+    """On an overload refusal: for this long a request of the same tenant and class, no
+    smaller, would be refused the same way (routers answer those from `refusal_memo`)."""
 
     @property
     def admitted(self) -> bool:

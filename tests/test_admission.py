@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from serve_app.admission import AdmissionController
+from serve_app.admission import FORESIGHT_MARGIN, AdmissionController
 from serve_app.config import AdmissionConfig
 from serve_app.outcomes import Decision, Outcome, Ticket, Usage
 from serve_app.protocol import EngineStats
@@ -236,7 +236,7 @@ async def test_a_request_may_lower_its_priority_but_not_raise_it(make_controller
 
 
 async def test_a_request_that_cannot_start_before_its_deadline_is_refused_at_once(make_controller):
-    controller = await make_controller(classes={"default": {"ttft_slo_s": 0.6, "max_queue_wait_s": 0.5}})
+    controller = await make_controller(classes={"default": {"ttft_slo_s": 1.0, "max_queue_wait_s": 0.7}})
     await learn_hold_time(controller, 0.3)  # each lease is held ~0.3 s
     await fill(controller)
     # Four leases end in ~0.3 s, then the four waiters' leases: the 9th would start after ~0.6 s.
@@ -249,6 +249,30 @@ async def test_a_request_that_cannot_start_before_its_deadline_is_refused_at_onc
     assert refused.lease_id is None and "overloaded" in refused.message
     assert 0.5 < refused.retry_after_s < 1.0
     for waiter in waiters:
+        waiter.cancel()
+
+
+async def test_an_overload_refusal_says_how_long_a_like_request_would_be_refused(make_controller):
+    now = [0.0]
+    controller = await make_controller(clock=lambda: now[0],
+                                       classes={"default": {"ttft_slo_s": 1.0, "max_queue_wait_s": 0.7}})
+    lease = (await controller.admit(ticket(999))).lease_id
+    now[0] = 0.3
+    await controller.release_many([lease])  # each lease is held 0.3 s
+    await fill(controller)
+    waiters = [asyncio.create_task(controller.admit(ticket(n))) for n in range(10, 14)]
+    await until(lambda: controller._pools["m"].queue.length == 4)
+    # The four in flight end at 0.6 s and the four waiting at 0.9 s, when the next could
+    # start: 0.6 s away, which padded by the margin misses a 0.7 s wait.
+    refused = await controller.admit(ticket(20))
+    assert refused.outcome is Outcome.OVERLOADED
+    assert refused.alike_refused_for_s == pytest.approx((0.6 * FORESIGHT_MARGIN - 0.7) / FORESIGHT_MARGIN)
+    now[0] = 0.3 + 0.9 * refused.alike_refused_for_s
+    assert (await controller.admit(ticket(21))).outcome is Outcome.OVERLOADED
+    now[0] = 0.3 + 1.1 * refused.alike_refused_for_s
+    later = asyncio.create_task(controller.admit(ticket(22)))
+    await until(lambda: controller._pools["m"].queue.length == 5)  # it waits: it can start in time
+    for waiter in [*waiters, later]:
         waiter.cancel()
 
 
@@ -528,7 +552,7 @@ def test_decisions_reach_ray_in_one_counter_update_per_kind_when_flushed():
     from serve_app.admission_metrics import AdmissionMetrics
 
     metrics, updates = AdmissionMetrics(), []
-    metrics._requests = SimpleNamespace(inc=lambda count, tags: updates.append((count, tags["outcome"])))
+    metrics._decisions._requests = SimpleNamespace(inc=lambda count, tags: updates.append((count, tags["outcome"])))
     for outcome in ("admitted", "admitted", "overloaded"):
         metrics.decided("m", "t", outcome)
     assert updates == []

@@ -187,3 +187,78 @@ async def test_until_the_link_is_open_the_gate_asks_through_the_handle_and_opens
     await asyncio.sleep(0.01)
     assert (await gate.admit(TICKET)).admitted
     assert len(controller.admit.calls) == 2 and len(controller.link_address.calls) == 2
+
+
+# ------------------------------------------------------- refusals from memory
+
+class RecordingCounter:
+    def __init__(self) -> None:
+        self.decided_as: list[tuple[str, str, str]] = []
+
+    def decided(self, model: str, tenant: str, outcome: str) -> None:
+        self.decided_as.append((model, tenant, outcome))
+
+    def flush(self) -> None:
+        pass
+
+
+async def overloaded_for_half_a_second(ticket: Ticket) -> Decision:
+    return Decision(Outcome.OVERLOADED, retry_after_s=2.0, message="the server is overloaded",
+                    alike_refused_for_s=0.5)
+
+
+async def test_while_an_overload_refusal_holds_a_like_request_is_refused_without_asking(fake, admission):
+    now, counter = [0.0], RecordingCounter()
+    controller = fake(overloaded_for_half_a_second)
+    gate = await connected(AdmissionGate(controller, admission(), clock=lambda: now[0], decisions=counter))
+    await gate.admit(TICKET)
+    now[0] = 0.3
+    again = await gate.admit(Ticket("m", "t", "req-2", 10, 10))
+    assert again.outcome is Outcome.OVERLOADED and again.message == "the server is overloaded"
+    assert again.retry_after_s == pytest.approx(1.7)  # counted down from the controller's
+    assert len(controller.asked) == 1
+    assert counter.decided_as == [("m", "t", "overloaded")]  # the controller counts its own
+    now[0] = 0.6
+    await gate.admit(TICKET)
+    assert len(controller.asked) == 2  # the refusal no longer holds: ask again
+
+
+@pytest.mark.parametrize("unlike", [
+    Ticket("m", "other-tenant", "req", 10, 10),
+    Ticket("m", "t", "req", 10, 10, priority_class="batch"),
+    Ticket("other-model", "t", "req", 10, 10),
+    Ticket("m", "t", "req", 5, 10),  # smaller: it may fit where the refused one did not
+    Ticket("m", "t", "req", 10, 5),
+], ids=["tenant", "class", "model", "prompt", "max_tokens"])
+async def test_a_request_unlike_the_refused_one_is_still_asked_for(unlike, fake, admission):
+    controller = fake(overloaded_for_half_a_second)
+    gate = await connected(AdmissionGate(controller, admission()))
+    await gate.admit(TICKET)
+    controller.behaviour = grants
+    assert (await gate.admit(unlike)).admitted and len(controller.asked) == 2
+
+
+async def test_refusals_from_memory_hold_no_longer_than_configured(fake, admission):
+    now = [0.0]
+    controller = fake(overloaded_for_half_a_second)
+    gate = await connected(AdmissionGate(controller, admission(refusal_memo_s=0.1), clock=lambda: now[0]))
+    await gate.admit(TICKET)
+    now[0] = 0.2
+    await gate.admit(TICKET)
+    assert len(controller.asked) == 2
+
+
+async def test_with_no_refusal_memo_every_request_is_asked_for(fake, admission):
+    controller = fake(overloaded_for_half_a_second)
+    gate = await connected(AdmissionGate(controller, admission(refusal_memo_s=0)))
+    for _ in range(3):
+        await gate.admit(TICKET)
+    assert len(controller.asked) == 3
+
+
+async def test_decisions_a_router_makes_alone_are_counted_by_it(fake, admission):
+    counter = RecordingCounter()
+    gate = await connected(AdmissionGate(fake(dies), admission(), decisions=counter))
+    for _ in range(3):
+        await gate.admit(TICKET)
+    assert counter.decided_as == [("m", "t", "admitted")] * 2 + [("m", "t", "admission_unavailable")]
