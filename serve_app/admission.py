@@ -171,8 +171,9 @@ class AdmissionController:
         wait_s = min(service_class.queue_wait_s, self._config.queue_timeout_s,
                      max(0.0, service_class.ttft_slo_s - pool.first_byte.high))
         prompt, output = pool.cost(ticket, budget)
-        return Waiter(ticket, class_name, service_class.priority, tenant.weight, prompt + output, output,
-                      budget.charge(prompt + output), deadline=now + wait_s, arrived=now)
+        return Waiter(ticket, class_name, service_class.priority, tenant.weight, prompt + output,
+                      pool.foreseen_output(ticket, budget), budget.charge(prompt + output),
+                      deadline=now + wait_s, arrived=now)
 
     def _service_class(self, tenant: Tenant, requested: str | None) -> str:
         """The tenant's class, or the requested one if it is of lower priority."""

@@ -44,6 +44,8 @@ class Lease:
     """Most tokens it may generate: how long it is held scales with them."""
     granted_at: float
     expires_at: float
+    lease_s_at_grant: float = 0.0
+    """The pool's lease-seconds so far when it was granted (see `ModelPool.lease_s`)."""
 
 
 class Fit(Enum):
@@ -61,6 +63,12 @@ class ModelPool:
         self.in_flight = 0.0
         self.token_s: float | None = None
         """Smoothed seconds a lease is held per output token, grant to release."""
+        self.token_s_concurrency = 1.0
+        """Smoothed number of leases in flight alongside those `token_s` was learned from."""
+        self.lease_s = 0.0
+        """Leases in flight integrated over time: a lease's mean company is the growth of this
+        over its life divided by its length."""
+        self._lease_s_at = 0.0
         self.prompt_scale = 1.0
         """Engine-counted prompt tokens per router-estimated one, learned from usage."""
         self.first_byte = Spread(START_SMOOTHING)
@@ -79,6 +87,14 @@ class ModelPool:
         if budget.max_model_len:
             output = max(1, min(output, budget.max_model_len - prompt))
         return prompt, output
+
+    @staticmethod
+    def foreseen_output(ticket: Ticket, budget: Budget) -> int:
+        """Output tokens to foresee a request's hold time by: its max_tokens, capped by the
+        context but not by the context less the prompt estimate. An estimate that runs high
+        (before calibration) would cut the output to nothing and foresee every lease ending
+        at once; the engine's own cap on a long prompt's output is rare enough to ignore."""
+        return max(1, min(ticket.max_tokens, budget.max_model_len or ticket.max_tokens))
 
     def serving(self) -> list[str]:
         """Tenants holding capacity now."""
@@ -139,9 +155,10 @@ class ModelPool:
     # ---------------------------------------------------------------- leases
 
     def grant(self, waiter: Waiter, lease_id: str, budget: Budget, now: float, ttl_s: float) -> Lease:
+        self._integrate(now)
         lease = Lease(lease_id, self.name, waiter.tenant, waiter.weight, waiter.priority, waiter.cost,
                       budget.charge(waiter.cost), budget.slot_tokens, waiter.ticket.prompt_tokens, waiter.output_tokens,
-                      now, now + ttl_s)
+                      now, now + ttl_s, self.lease_s)
         self.leases[lease_id] = lease
         self.in_flight += lease.charge
         self._held[lease.tenant] = self._held.get(lease.tenant, 0.0) + lease.charge
@@ -151,6 +168,7 @@ class ModelPool:
 
     def finish(self, lease: Lease, usage: Usage | None, now: float, *, released: bool = True,
                first_byte_s: float | None = None) -> None:
+        self._integrate(now)
         del self.leases[lease.lease_id]
         self.in_flight = max(0.0, self.in_flight - lease.charge)
         self._held[lease.tenant] = max(0.0, self._held[lease.tenant] - lease.charge)
@@ -158,12 +176,25 @@ class ModelPool:
         # An expired lease says nothing about how long requests take, nor does a very short
         # one, whose time is mostly the fixed cost of starting (a readiness probe, say).
         if released and generated >= MIN_PACE_TOKENS:
-            pace = (now - lease.granted_at) / generated
-            self.token_s = pace if self.token_s is None else self.token_s + PACE_SMOOTHING * (pace - self.token_s)
+            self._learn_pace(lease, generated, now)
         if usage is not None:
             self._learn(lease, usage)
         if first_byte_s is not None:
             self.first_byte.note(first_byte_s)
+
+    def _integrate(self, now: float) -> None:
+        self.lease_s += len(self.leases) * (now - self._lease_s_at)
+        self._lease_s_at = now
+
+    def _learn_pace(self, lease: Lease, generated: int, now: float) -> None:
+        held_s = now - lease.granted_at
+        pace = held_s / generated
+        company = (self.lease_s - lease.lease_s_at_grant) / held_s if held_s > 0 else float(len(self.leases) + 1)
+        if self.token_s is None:
+            self.token_s, self.token_s_concurrency = pace, max(1.0, company)
+            return
+        self.token_s += PACE_SMOOTHING * (pace - self.token_s)
+        self.token_s_concurrency += PACE_SMOOTHING * (max(1.0, company) - self.token_s_concurrency)
 
     def _learn(self, lease: Lease, usage: Usage) -> None:
         if usage.prompt_tokens and lease.prompt_estimate:
@@ -186,6 +217,15 @@ class ModelPool:
         the pace is unknown."""
         return self.wait_s(self.need(waiter, budget, now), budget, now)
 
+    def crowded_pace(self) -> float:
+        """The learned pace, stretched when more leases are in flight now than it was learned
+        with: an engine that batches them runs each one slower. Stretched in proportion, as a
+        compute-bound engine slows; one that slows less relearns its pace within a few dozen
+        releases. When a quiet spell taught the pace, this keeps a sudden flood from being
+        queued as if it would be served as fast, then refused after waiting."""
+        assert self.token_s is not None
+        return self.token_s * max(1.0, len(self.leases) / self.token_s_concurrency)
+
     def overdue_pace(self, now: float) -> float:
         """The least pace the leases in flight prove: when most of them are held longer
         than the learned pace foresaw (the load rose faster than releases could teach),
@@ -200,7 +240,7 @@ class ModelPool:
             return 0.0
         if self.token_s is None or budget.tokens <= 0 or not self.leases:
             return None
-        pace = max(self.token_s, self.overdue_pace(now))
+        pace = max(self.crowded_pace(), self.overdue_pace(now))
         ends = sorted((lease.granted_at + pace * lease.output_tokens, lease.charge) for lease in self.leases.values())
         freed, last = 0.0, now
         for end, charge in ends:

@@ -89,11 +89,13 @@ async def queued(controller: AdmissionController) -> int:
     return (await controller.snapshot())["queued"]
 
 
-async def learn_hold_time(controller: AdmissionController, seconds: float, tenant: str = "t") -> None:
-    """Grant and release one lease that was held `seconds`, so drain can be foreseen."""
-    lease = (await controller.admit(ticket(999, tenant))).lease_id
+async def learn_hold_time(controller: AdmissionController, seconds: float, tenant: str = "t",
+                          at_once: int = 4) -> None:
+    """Grant `at_once` leases (a full replica) and release them `seconds` later, so drain can
+    be foreseen at that crowd."""
+    leases = [(await controller.admit(ticket(990 + n, tenant))).lease_id for n in range(at_once)]
     await asyncio.sleep(seconds)
-    await controller.release_many([lease])
+    await controller.release_many(leases)
 
 
 # ----------------------------------------------------------------- the budget
@@ -256,9 +258,9 @@ async def test_an_overload_refusal_says_how_long_a_like_request_would_be_refused
     now = [0.0]
     controller = await make_controller(clock=lambda: now[0],
                                        classes={"default": {"ttft_slo_s": 1.0, "max_queue_wait_s": 0.7}})
-    lease = (await controller.admit(ticket(999))).lease_id
+    leases = await fill(controller)
     now[0] = 0.3
-    await controller.release_many([lease])  # each lease is held 0.3 s
+    await controller.release_many([decision.lease_id for decision in leases])  # each held 0.3 s
     await fill(controller)
     waiters = [asyncio.create_task(controller.admit(ticket(n))) for n in range(10, 14)]
     await until(lambda: controller._pools["m"].queue.length == 4)
@@ -289,6 +291,28 @@ async def test_leases_held_longer_than_foreseen_slow_the_foreseen_drain(make_con
     assert refused.outcome is Outcome.OVERLOADED
     for waiter in waiters:
         waiter.cancel()
+
+
+async def test_a_pace_learned_with_few_requests_in_flight_is_stretched_for_more(make_controller):
+    controller = await make_controller(classes={"default": {"ttft_slo_s": 1.0, "max_queue_wait_s": 0.5}})
+    await learn_hold_time(controller, 0.1, at_once=1)  # alone, a request was held 0.1 s
+    await fill(controller)  # four at once, batched by the engine: each is held about four times as long
+    started = time.monotonic()
+    refused = await controller.admit(ticket(10))
+    # Foreseen to start in ~0.4 s, not ~0.1 s: with the margin, beyond its 0.5 s wait.
+    assert refused.outcome is Outcome.OVERLOADED and time.monotonic() - started < 0.05
+
+
+async def test_a_prompt_estimate_near_the_context_does_not_make_requests_look_instant(make_controller):
+    roomy = EngineStats(kv_capacity_tokens=10_000, max_num_seqs=4, max_model_len=1000)
+    controller = await make_controller(stats=roomy, classes={"default": {"ttft_slo_s": 0.5, "max_queue_wait_s": 0.15}})
+    await learn_hold_time(controller, 0.1)  # 50 output tokens in 0.1 s
+    for n in range(4):  # estimated at 990 prompt tokens: the context leaves room for 10 more
+        assert (await controller.admit(ticket(n, prompt=990, max_tokens=50))).admitted
+    started = time.monotonic()
+    refused = await controller.admit(ticket(10))
+    # They may well generate all 50 (the estimate may run high): foreseen to end in ~0.1 s, not ~0.02 s.
+    assert refused.outcome is Outcome.OVERLOADED and time.monotonic() - started < 0.05
 
 
 async def test_a_waiting_request_whose_start_slips_past_its_deadline_is_refused_before_it(make_controller):
