@@ -7,6 +7,7 @@ MODEL = {"name": "m", "source": "/models/m"}
 def test_haproxy_ingress_turns_on_rays_haproxy_and_the_throughput_mode():
     env = ray_environment(parse_config({"models": [MODEL]}))
     assert env == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                   "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
                    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "30", "RAY_SERVE_HAPROXY_RETRIES": "8",
                    "RAY_SERVE_HAPROXY_METRICS_PORT": "9101", "RAY_SERVE_HAPROXY_STATS_PORT": "8404",
                    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": "8500", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": "9500",
