@@ -2,12 +2,13 @@
 
 One controller call per request (`admit`), except while the controller's last
 overload refusal of the same tenant line holds (`refusal_memo`); releases, with
-what each request used, leave in batches. Both travel over the admission link (one TCP connection to the
-controller, `channel/admission_link`) while it is open, else (and always if
-`admission.direct_link` is off) as Serve handle calls. When the controller cannot
-be reached (dead, restarting, stuck) the router follows `admission.when_unreachable`
-(by default a conservative local limit) and decides alone for a while before it
-asks again, so a dead controller costs a request at most one timeout.
+what each request used, leave in batches. Both travel over the admission link
+(one TCP connection to the controller, `channel/admission_link`) while it is
+open, else (and always if `admission.direct_link` is off) as Serve handle calls.
+When the controller cannot be reached (dead, restarting, stuck) the router follows
+`admission.when_unreachable` (by default a conservative local limit) and decides
+alone for a while before it asks again, so a dead controller costs a request at
+most one timeout.
 """
 
 from __future__ import annotations

@@ -61,10 +61,10 @@ class ModelPool:
         self.queue = FairQueue()
         self.leases: dict[str, Lease] = {}  # in grant order: the oldest is expected to end first
         self.in_flight = 0.0
-        self.token_s: float | None = None
-        """Smoothed seconds a lease is held per output token, grant to release."""
-        self.token_s_concurrency = 1.0
-        """Smoothed number of leases in flight alongside those `token_s` was learned from."""
+        self.pace = Spread(PACE_SMOOTHING)
+        """Seconds a lease is held per output token, grant to release."""
+        self.pace_crowd = Spread(PACE_SMOOTHING)
+        """Leases in flight alongside those the pace was learned from."""
         self.lease_s = 0.0
         """Leases in flight integrated over time: a lease's mean company is the growth of this
         over its life divided by its length."""
@@ -190,11 +190,8 @@ class ModelPool:
         held_s = now - lease.granted_at
         pace = held_s / generated
         company = (self.lease_s - lease.lease_s_at_grant) / held_s if held_s > 0 else float(len(self.leases) + 1)
-        if self.token_s is None:
-            self.token_s, self.token_s_concurrency = pace, max(1.0, company)
-            return
-        self.token_s += PACE_SMOOTHING * (pace - self.token_s)
-        self.token_s_concurrency += PACE_SMOOTHING * (max(1.0, company) - self.token_s_concurrency)
+        self.pace.note(pace)
+        self.pace_crowd.note(max(1.0, company))
 
     def _learn(self, lease: Lease, usage: Usage) -> None:
         if usage.prompt_tokens and lease.prompt_estimate:
@@ -223,8 +220,8 @@ class ModelPool:
         compute-bound engine slows; one that slows less relearns its pace within a few dozen
         releases. When a quiet spell taught the pace, this keeps a sudden flood from being
         queued as if it would be served as fast, then refused after waiting."""
-        assert self.token_s is not None
-        return self.token_s * max(1.0, len(self.leases) / self.token_s_concurrency)
+        assert self.pace.mean is not None and self.pace_crowd.mean is not None
+        return self.pace.mean * max(1.0, len(self.leases) / self.pace_crowd.mean)
 
     def overdue_pace(self, now: float) -> float:
         """The least pace the leases in flight prove: when most of them are held longer
@@ -238,7 +235,7 @@ class ModelPool:
         in flight should end; None while the pace is unknown."""
         if need <= 0:
             return 0.0
-        if self.token_s is None or budget.tokens <= 0 or not self.leases:
+        if self.pace.mean is None or budget.tokens <= 0 or not self.leases:
             return None
         pace = max(self.crowded_pace(), self.overdue_pace(now))
         ends = sorted((lease.granted_at + pace * lease.output_tokens, lease.charge) for lease in self.leases.values())
