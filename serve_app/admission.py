@@ -95,10 +95,12 @@ class AdmissionController:
             return self._refuse(pool, ledger, *refused, now=now)
         ledger.charge(waiter.cost, now)
         pool.note_demand(waiter.tenant, waiter.weight, waiter.priority, now, asking=waiter.charge)
-        if not pool.queue.length and pool.fit(waiter, budget, now) is Fit.FITS:
-            return self._grant(pool, waiter, ledger, now)
+        if not pool.queue.length:
+            pool.start_afresh(waiter.tenant, budget, now)
+            if pool.fit(waiter, budget, now) is Fit.FITS:
+                return self._grant(pool, waiter, ledger, now)
         waiter.future = asyncio.get_running_loop().create_future()
-        pool.queue.push(waiter, pool.serving())
+        pool.enqueue(waiter, budget, now)
         self._dispatch(pool, now)
         if waiter.future.done():
             return waiter.future.result()

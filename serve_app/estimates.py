@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class PeakWindow:
     """The largest value noted within the last `window_s` (give or take half of it)."""
@@ -46,3 +48,22 @@ class Spread:
     def high(self) -> float:
         # mean + 4 mean deviations: about the 99.7th percentile of a normal spread
         return 0.0 if self.mean is None else self.mean + 4 * self.deviation
+
+
+class FadingSum:
+    """A running sum whose every part fades by a factor e each `time_constant_s`: how much
+    was noted lately, weighted to the recent past."""
+
+    def __init__(self, time_constant_s: float, now: float, value: float = 0.0) -> None:
+        self._time_constant_s = time_constant_s
+        self._value = value
+        self._at = now
+
+    def value(self, now: float) -> float:
+        if now > self._at:
+            self._value *= math.exp((self._at - now) / self._time_constant_s)
+            self._at = now
+        return self._value
+
+    def add(self, amount: float, now: float) -> None:
+        self._value = max(0.0, self.value(now) + amount)

@@ -8,6 +8,9 @@ to the lowest counter among the other tenants active now (waiting in its class, 
 holding capacity), so time it spent idle banks no credit against them (as in VTC,
 Sheng et al., OSDI 2024): a tenant that starts flooding does not get the whole
 capacity until its counter catches up with a light tenant's that was served all along.
+A tenant with requests in flight is not idle: it may stay behind the others by up to
+a `credit` (its owner passes one budget), so a light tenant served all along keeps
+its place ahead of a flood when its burst has to wait, yet cannot bank more than that.
 """
 
 from __future__ import annotations
@@ -47,12 +50,13 @@ class FairQueue:
         self._charge: dict[tuple[int, str], float] = {}  # queued budget tokens per class and tenant
         self.length = 0
 
-    def push(self, waiter: Waiter, serving: Iterable[str] = ()) -> None:
-        """Queue `waiter`; `serving` names the tenants holding capacity now."""
+    def push(self, waiter: Waiter, serving: Iterable[str] = (), credit: float = 0.0) -> None:
+        """Queue `waiter`; `serving` names the tenants holding capacity now, and `credit` how
+        far (in counter units) its tenant may stay behind them when its line starts."""
         tenants = self._classes.setdefault(waiter.priority, {})
         line = tenants.get(waiter.tenant)
         if line is None:
-            self._lift(waiter.tenant, [*tenants, *serving])
+            self.lift(waiter.tenant, [*tenants, *serving], credit)
             line = tenants[waiter.tenant] = deque()
         line.append(waiter)
         self.length += 1
@@ -77,6 +81,9 @@ class FairQueue:
     def queued(self, tenant: str) -> float:
         """Budget tokens the tenant has waiting, in every class."""
         return sum(charge for (_, name), charge in self._charge.items() if name == tenant)
+
+    def counter(self, tenant: str) -> float:
+        return self.counters.get(tenant, 0.0)
 
     def served(self, tenant: str, charge: float, weight: float) -> None:
         self.counters[tenant] = self.counters.get(tenant, 0.0) + charge / weight
@@ -117,7 +124,8 @@ class FairQueue:
                 ahead += min(queued, max(0.0, passing - self.counters.get(name, 0.0)) * line[0].weight)
         return ahead + own_ahead
 
-    def _lift(self, tenant: str, active: list[str]) -> None:
-        others = [self.counters.get(name, 0.0) for name in active if name != tenant]
+    def lift(self, tenant: str, active: Iterable[str], credit: float = 0.0) -> None:
+        """Bring the tenant's counter up to `credit` below the lowest of the `active` others."""
+        others = [self.counter(name) for name in active if name != tenant]
         if others:
-            self.counters[tenant] = max(self.counters.get(tenant, 0.0), min(others))
+            self.counters[tenant] = max(self.counter(tenant), min(others) - credit)

@@ -6,7 +6,12 @@ only borrow what the other recently active tenants are not entitled to, so a
 tenant that floods cannot take the room a lighter one needs to start at once.
 The shares are among tenants active within the fair-share window, each reserving
 no more than its recent peak demand and half again; room is kept only for tenants of the same or
-a higher priority class (a lower class never holds back a higher one).
+a higher priority class (a lower class never holds back a higher one), and only for
+tenants served no more than the one asking by weighted token cost over the window: a
+share of slots is fairness at an instant, service is fairness over time, and a light
+tenant's burst beyond its slots may use the room of a tenant served far more lately. A
+tenant that becomes active starts level with the least served of the others, so a
+newcomer that floods cannot pass for the least served.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from serve_app.capacity import Budget, Capacity
-from serve_app.estimates import PeakWindow, Spread
+from serve_app.estimates import FadingSum, PeakWindow, Spread
 from serve_app.fair_queue import FairQueue, Waiter
 from serve_app.outcomes import Ticket, Usage
 
@@ -75,6 +80,8 @@ class ModelPool:
         """Seconds from admission to the engine's first bytes, as routers measure them: the
         part of a TTFT SLO that waiting in the queue cannot use."""
         self._held: dict[str, float] = {}
+        self._served: dict[str, FadingSum] = {}
+        """Budget tokens granted per unit of weight, fading over the fair-share window."""
         self._demand: dict[str, PeakWindow] = {}
         self._weights: dict[str, float] = {}
         self._priorities: dict[str, int] = {}  # of each tenant's latest request
@@ -114,16 +121,24 @@ class ModelPool:
         return Fit.OVER_SHARE
 
     def reserved_for_others(self, waiter: Waiter, budget: Budget, now: float) -> float:
-        """Room kept for other tenants' shares, if `waiter` would take its tenant past its own."""
+        """Room kept for other tenants' shares, if `waiter` would take its tenant past its own:
+        for those it would not overtake by weighted token cost even with this request."""
         active = self._active(budget, now)
         total_weight = sum(self._weights[name] for name in active) or 1.0
-        held = self._held.get(waiter.tenant, 0.0)
-        if held + budget.charge(waiter.cost) <= budget.tokens * waiter.weight / total_weight + 1e-6:
+        charge = budget.charge(waiter.cost)
+        if self._held.get(waiter.tenant, 0.0) + charge <= budget.tokens * waiter.weight / total_weight + 1e-6:
             return 0.0
+        passing = self.served(waiter.tenant, now) + charge / waiter.weight
         return sum(max(0.0, min(budget.tokens * self._weights[name] / total_weight, BURST_HEADROOM * demand)
                        - self._held.get(name, 0.0))
                    for name, demand in active.items()
-                   if name != waiter.tenant and self._priorities[name] <= waiter.priority)
+                   if name != waiter.tenant and self._priorities[name] <= waiter.priority
+                   and self.served(name, now) <= passing)
+
+    def served(self, tenant: str, now: float) -> float:
+        """Budget tokens per unit of weight the tenant was granted lately (see `_served`)."""
+        served = self._served.get(tenant)
+        return served.value(now) if served else 0.0
 
     def _active(self, budget: Budget, now: float) -> dict[str, float]:
         """Tenants whose demand in the window is at least half a sequence slot."""
@@ -136,6 +151,7 @@ class ModelPool:
                 gone.append(name)
         for name in gone:
             del self._demand[name]
+            self._served.pop(name, None)
         return active
 
     def _demand_of(self, tenant: str, now: float) -> float:
@@ -148,11 +164,30 @@ class ModelPool:
         refused for want of room still shows the tenant wants its share."""
         self._weights[tenant], self._priorities[tenant] = weight, priority
         window = self._demand.get(tenant)
-        if window is None:
+        if window is None:  # it becomes active: level with the least served of the others
+            others = [self.served(name, now) for name in self._demand]
+            self._served[tenant] = FadingSum(self._window_s, now, min(others, default=0.0))
             window = self._demand[tenant] = PeakWindow(self._window_s, now)
         window.note(self._held.get(tenant, 0.0) + self.queue.queued(tenant) + asking, now)
 
     # ---------------------------------------------------------------- leases
+
+    def start_afresh(self, tenant: str, budget: Budget, now: float) -> None:
+        """Lift a tenant that neither holds nor waits for capacity to the lowest counter of
+        the others active, as the fair queue lifts one that starts waiting: time spent idle
+        banks no credit to take their room with."""
+        if not self._held.get(tenant) and not self.queue.queued(tenant):
+            self.queue.lift(tenant, self._active_or_serving(budget, now))
+
+    def enqueue(self, waiter: Waiter, budget: Budget, now: float) -> None:
+        """Queue a request that cannot start now. A tenant with requests in flight keeps up to
+        a budget of credit (see `FairQueue`)."""
+        holding = self._held.get(waiter.tenant, 0.0) > 0
+        self.queue.push(waiter, self._active_or_serving(budget, now),
+                        credit=budget.tokens / waiter.weight if holding else 0.0)
+
+    def _active_or_serving(self, budget: Budget, now: float) -> list[str]:
+        return [*self._active(budget, now), *self.serving()]
 
     def grant(self, waiter: Waiter, lease_id: str, budget: Budget, now: float, ttl_s: float) -> Lease:
         self._integrate(now)
@@ -162,8 +197,8 @@ class ModelPool:
         self.leases[lease_id] = lease
         self.in_flight += lease.charge
         self._held[lease.tenant] = self._held.get(lease.tenant, 0.0) + lease.charge
-        self.queue.served(lease.tenant, lease.charge, lease.weight)
         self.note_demand(lease.tenant, lease.weight, lease.priority, now)
+        self._serve(lease.tenant, lease.charge, lease.weight, now)
         return lease
 
     def finish(self, lease: Lease, usage: Usage | None, now: float, *, released: bool = True,
@@ -179,8 +214,16 @@ class ModelPool:
             self._learn_pace(lease, generated, now)
         if usage is not None:
             self._learn(lease, usage)
+            self._serve(lease.tenant, max(float(usage.total), lease.floor) - lease.charge, lease.weight, now)
         if first_byte_s is not None:
             self.first_byte.note(first_byte_s)
+
+    def _serve(self, tenant: str, charge: float, weight: float, now: float) -> None:
+        """Count service both ways: the fair queue's counter and the fading sum."""
+        self.queue.served(tenant, charge, weight)
+        served = self._served.get(tenant)
+        if served is not None:  # a tenant gone from the window has nothing to count against
+            served.add(charge / weight, now)
 
     def _integrate(self, now: float) -> None:
         self.lease_s += len(self.leases) * (now - self._lease_s_at)
@@ -198,8 +241,6 @@ class ModelPool:
             ratio = usage.prompt_tokens / lease.prompt_estimate
             scale = self.prompt_scale + PROMPT_SMOOTHING * (ratio - self.prompt_scale)
             self.prompt_scale = min(max(scale, PROMPT_SCALE_RANGE[0]), PROMPT_SCALE_RANGE[1])
-        used = max(float(usage.total), lease.floor)
-        self.queue.served(lease.tenant, used - lease.charge, lease.weight)
 
     # -------------------------------------------------------------- foresight
 

@@ -506,6 +506,50 @@ async def test_a_tenant_over_its_share_cannot_take_the_room_an_active_tenant_is_
     over.cancel()
 
 
+async def test_a_light_tenants_burst_beyond_its_share_takes_the_slot_a_flood_frees(make_controller):
+    controller = await make_controller(
+        max_queued=100, stats=EngineStats(kv_capacity_tokens=2000, max_num_seqs=8, max_model_len=1000))
+    await fill(controller, 4, tenant="light")  # its share of slots
+    flood = await fill(controller, 4, tenant="flood")
+    backlog = [asyncio.create_task(controller.admit(ticket(n, "flood"))) for n in range(10, 12)]
+    await until(lambda: controller._pools["m"].queue.length == 2)
+    burst = asyncio.create_task(controller.admit(ticket(20, "light")))
+    await until(lambda: controller._pools["m"].queue.length == 3)
+    await controller.release_many([flood[0].lease_id])
+    # flood is now below its share of slots, but it has been served more tokens than light
+    assert (await asyncio.wait_for(burst, 0.5)).admitted
+    assert not any(task.done() for task in backlog)
+    for task in backlog:
+        task.cancel()
+
+
+async def test_a_new_flooding_tenant_cannot_take_the_room_of_one_served_all_along(make_controller):
+    controller = await make_controller(
+        max_queued=100, stats=EngineStats(kv_capacity_tokens=2000, max_num_seqs=8, max_model_len=1000))
+    for n in range(40):  # light's counter is far above a newcomer's zero
+        await controller.release_many([(await controller.admit(ticket(n, "light"))).lease_id])
+    await fill(controller, 2, tenant="light")  # room kept for it: its demand and half again
+    await fill(controller, 5, tenant="flood")
+    over = asyncio.create_task(controller.admit(ticket(99, "flood")))
+    await until(lambda: controller._pools["m"].queue.length == 1)
+    assert not over.done()
+    over.cancel()
+
+
+async def test_a_light_tenant_back_from_a_pause_keeps_its_room_from_a_flood(make_controller):
+    controller = await make_controller(
+        max_queued=100, stats=EngineStats(kv_capacity_tokens=2000, max_num_seqs=8, max_model_len=1000))
+    await controller.release_many([d.lease_id for d in await fill(controller, 4, tenant="light")])
+    await fill(controller, 4, tenant="flood")
+    backlog = [asyncio.create_task(controller.admit(ticket(n, "flood"))) for n in range(10, 12)]
+    await until(lambda: controller._pools["m"].queue.length == 2)
+    await fill(controller, 2, tenant="light")  # it had no request in flight: it starts afresh
+    await asyncio.sleep(0.01)
+    assert not any(task.done() for task in backlog)  # light's other two slots are still kept
+    for task in backlog:
+        task.cancel()
+
+
 async def test_alone_a_tenant_may_use_the_whole_budget(make_controller):
     controller = await make_controller()
     await fill(controller, 4, tenant="flood")

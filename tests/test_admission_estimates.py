@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from serve_app.estimates import PeakWindow, Spread
+import math
+
+import pytest
+
+from serve_app.estimates import FadingSum, PeakWindow, Spread
 
 
 def test_a_peak_is_remembered_for_the_window_and_then_forgotten():
@@ -23,3 +27,11 @@ def test_a_spread_learns_a_mean_and_a_high_value():
         spread.note(value)
     assert 0.18 < spread.mean < 0.22
     assert 0.5 < spread.high < 0.7
+
+
+def test_a_fading_sum_loses_a_factor_e_per_time_constant_and_never_goes_negative():
+    total = FadingSum(10.0, now=0.0)
+    total.add(100.0, now=0.0)
+    assert total.value(10.0) == pytest.approx(100.0 / math.e)
+    total.add(-1000.0, now=10.0)
+    assert total.value(20.0) == 0.0

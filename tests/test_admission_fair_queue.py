@@ -57,6 +57,18 @@ def test_a_tenant_that_starts_waiting_while_none_wait_is_lifted_to_those_being_s
     assert names(queue) == ["light-1", "flood-0"]
 
 
+def test_a_tenant_with_requests_in_flight_stays_behind_by_at_most_its_credit():
+    queue = FairQueue()
+    queue.served("flood", 10_000, 1.0)
+    queue.served("light", 1_000, 1.0)  # served all along, far less than flood
+    queue.push(waiter("light", 0), serving=["light", "flood"], credit=2_000)
+    assert queue.counters["light"] == 8_000  # it banked more than its credit
+    queue.served("light", 1_000, 1.0)
+    queue.remove(next(iter(queue)))
+    queue.push(waiter("light", 1), serving=["light", "flood"], credit=2_000)
+    assert queue.counters["light"] == 9_000  # within its credit: kept
+
+
 def test_a_tenants_requests_keep_their_order_and_leave_cleanly():
     queue = FairQueue()
     first, second = waiter("a", 0), waiter("a", 1)
