@@ -256,11 +256,13 @@ class AdmissionController:
 
     def _grant(self, pool: ModelPool, waiter: Waiter, ledger: TenantLedger, now: float) -> Decision:
         budget = pool.capacity.budget(now)
+        engine_priority = pool.engine_priority(waiter, now)
         lease = pool.grant(waiter, f"{self._lease_prefix}{next(self._lease_numbers)}", budget, now,
                            self._config.lease_ttl_s)
         self._leases[lease.lease_id] = lease
         self._metrics.decided(pool.name, waiter.tenant, Outcome.ADMITTED.value)
-        return Decision(Outcome.ADMITTED, lease_id=lease.lease_id, limits=ledger.rate_limits(now))
+        return Decision(Outcome.ADMITTED, lease_id=lease.lease_id, limits=ledger.rate_limits(now),
+                        engine_priority=engine_priority)
 
     def _drop(self, pool: ModelPool, waiter: Waiter, ledger: TenantLedger, outcome: Outcome,
               retry_after_s: float | None, now: float, message: str,

@@ -239,7 +239,8 @@ class AdmissionConfig(Strict):
     """Requests each replica may hold queued beyond its sequence slots, as a share of them
     (rounded up), so a finished sequence's slot refills from the engine's own queue instead of
     after its release reaches the controller. Worth it only where that round trip is long next
-    to a request; the engine's queue is FIFO, so it costs priority and fair share their edge."""
+    to a request; the engine's own queue orders only coarsely (class, then whether the tenant
+    was served more than average), so it blunts the fair queue's finer order."""
     report_stale_after_s: PositiveFloat = 3.0
     """A replica that has not reported its capacity for this long counts as gone (replicas
     report every 0.5 s)."""

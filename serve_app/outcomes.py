@@ -99,6 +99,8 @@ class Decision:
     alike_refused_for_s: float | None = None
     """On an overload refusal: for this long a request of the same tenant and class, no
     smaller, would be refused the same way (routers answer those from `refusal_memo`)."""
+    engine_priority: int = 0
+    """On admission: its place among requests waiting inside the engine, lower first."""
 
     @property
     def admitted(self) -> bool:

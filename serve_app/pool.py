@@ -135,6 +135,16 @@ class ModelPool:
                    if name != waiter.tenant and self._priorities[name] <= waiter.priority
                    and self.served(name, now) <= passing)
 
+    def engine_priority(self, waiter: Waiter, now: float) -> int:
+        """Where the engine should queue the request among those waiting inside it, lower
+        first (vLLM's priority scheduling): by class, then a tenant served more than the
+        average of the active ones lately after the others. Admission's order holds only up
+        to the engine's door; without this, a light tenant's prompt waits there behind every
+        prompt a flood was granted in the same instant."""
+        served = [self.served(name, now) for name in self._demand]
+        above = bool(served) and self.served(waiter.tenant, now) > sum(served) / len(served) * (1 + 1e-9)
+        return 2 * waiter.priority + int(above)
+
     def served(self, tenant: str, now: float) -> float:
         """Budget tokens per unit of weight the tenant was granted lately (see `_served`)."""
         served = self._served.get(tenant)

@@ -32,6 +32,8 @@ class EngineRequest:
     """The router's estimate of prompt tokens; engines may use their own count."""
     reply_to: ReplyAddress | None = None
     """Set when the router wants streamed chunks over its token channel."""
+    priority: int = 0
+    """Its place in the engine's own queue, lower first (from admission; never the client's)."""
 
 
 @dataclass(frozen=True)

@@ -160,13 +160,14 @@ class OpenAIEndpoint:
         body["max_tokens"] = resolve_max_tokens(self._endpoint, parsed, model)
         body.pop("max_completion_tokens", None)
         prompt_tokens = math.ceil(parsed.prompt_chars() / 4)
-        reply_to = state.inboxes.address if state.inboxes and parsed.stream else None
-        engine_request = EngineRequest(self._endpoint, body, uuid.uuid4().hex, prompt_tokens, reply_to)
         ticket = Ticket(model.name, tenant, request.state.request_id, prompt_tokens, body["max_tokens"],
                         priority_class(request, state.config))
         decision = await state.gate.admit(ticket)
         if not decision.admitted:
             raise refusal(decision)
+        reply_to = state.inboxes.address if state.inboxes and parsed.stream else None
+        engine_request = EngineRequest(self._endpoint, body, uuid.uuid4().hex, prompt_tokens, reply_to,
+                                       decision.engine_priority)
         return await self._relay(model, engine_request, decision)
 
     async def _relay(self, model: ModelConfig, engine_request: EngineRequest, decision: Decision) -> Response:

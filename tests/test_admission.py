@@ -550,6 +550,19 @@ async def test_a_light_tenant_back_from_a_pause_keeps_its_room_from_a_flood(make
         task.cancel()
 
 
+async def test_the_engine_queues_a_tenant_served_more_than_average_after_the_others(make_controller):
+    controller = await make_controller(
+        stats=EngineStats(kv_capacity_tokens=2000, max_num_seqs=8, max_model_len=1000),
+        classes={"default": {"ttft_slo_s": 1.0}, "batch": {"ttft_slo_s": 60.0, "priority": 1}})
+    first = await controller.admit(ticket(0, "light"))
+    assert first.engine_priority == 0  # alone, it is the average
+    await controller.release_many([first.lease_id])
+    await fill(controller, 4, tenant="flood")  # it starts level with light, then passes it
+    assert (await controller.admit(ticket(10, "light"))).engine_priority == 0
+    assert (await controller.admit(ticket(11, "flood"))).engine_priority == 1
+    assert (await controller.admit(ticket(12, "light", priority_class="batch"))).engine_priority == 2
+
+
 async def test_alone_a_tenant_may_use_the_whole_budget(make_controller):
     controller = await make_controller()
     await fill(controller, 4, tenant="flood")

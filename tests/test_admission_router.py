@@ -40,11 +40,13 @@ class FakeServer:
     def __init__(self, items: list) -> None:
         self._items = items
         self.generate = self
+        self.requests: list = []
 
     def options(self, **_: object) -> FakeServer:
         return self
 
     def remote(self, request) -> FakeStream:
+        self.requests.append(request)
         return FakeStream(list(self._items))
 
 
@@ -59,7 +61,9 @@ def client(decision: Decision, reply: list | None = None) -> tuple[TestClient, F
     body = json.dumps({"choices": [], "usage": USAGE}).encode()
     servers = {"m": FakeServer(reply or [ReplyHead(200, False), body])}
     state = RouterState(config, KeyRing({}), servers, gate)
-    return TestClient(build_router_app(state, behind_serve_proxy=False)), gate
+    http = TestClient(build_router_app(state, behind_serve_proxy=False))
+    http.engine = servers["m"]
+    return http, gate
 
 
 @pytest.mark.parametrize(("outcome", "status"), [
@@ -98,6 +102,12 @@ def test_admitted_responses_carry_rate_limits_and_release_with_usage():
     assert 0 <= gate.first_byte_s < 1
     ticket = gate.tickets[0]
     assert (ticket.model, ticket.tenant, ticket.max_tokens, ticket.priority_class) == ("m", "default", 4, None)
+
+
+def test_an_admitted_request_reaches_the_engine_with_the_queue_place_admission_gave_it():
+    http, _ = client(Decision(Outcome.ADMITTED, lease_id="lease-1", limits=LIMITS, engine_priority=3))
+    assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+    assert http.engine.requests[0].priority == 3
 
 
 def test_a_stream_releases_with_the_usage_of_its_final_chunk():

@@ -21,9 +21,10 @@ max_model_len          context length: prompt + max_tokens must fit in it.
 How they combine
 ----------------
 The scheduler runs one step after another while there is work. A step first
-admits waiting sequences in arrival order while the batch has fewer than
+admits waiting sequences in order of their `EngineRequest.priority`, then arrival
+(vLLM's priority policy, which our vLLM engines use), while the batch has fewer than
 `max_batch` sequences and the head of the queue fits in the free KV cache (a head
-that does not fit blocks the ones behind it, as in vLLM's FCFS policy). Then::
+that does not fit blocks the ones behind it). Then::
 
     step_s = (prompt tokens of the sequences admitted in this step) / prefill_tokens_per_s
              + decode_step_base_s + decode_step_per_seq_s * (running - 1)
@@ -83,10 +84,11 @@ after shutdown).
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import math
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -202,7 +204,8 @@ class SimulatedEngine:
         self._name = model.name
         self._sim = model.simulated
         self._default_max_tokens = model.limits.output_tokens_when_unset
-        self._waiting: deque[_Seq] = deque()  # aborted entries are skipped lazily
+        self._waiting: list[tuple[int, int, _Seq]] = []  # a heap by (priority, arrival); aborted
+        self._arrivals = itertools.count()  # entries are skipped lazily
         self._num_waiting = 0
         self._running: dict[_Seq, None] = {}  # insertion-ordered set
         self._kv_reserved = 0
@@ -237,7 +240,7 @@ class SimulatedEngine:
 
         stream = bool(body.get("stream"))
         seq = _Seq(prompt_tokens, max_tokens, stream)
-        self._waiting.append(seq)
+        heapq.heappush(self._waiting, (request.priority, next(self._arrivals), seq))
         self._num_waiting += 1
         self._wakeup.set()
 
@@ -366,7 +369,7 @@ class SimulatedEngine:
         _wake(seq)
 
     def _fail_all(self, status: int, err_type: str, message: str) -> None:
-        for seq in (*self._waiting, *self._running):
+        for seq in (*(entry[-1] for entry in self._waiting), *self._running):
             if seq.state in (_WAITING, _RUNNING):
                 seq.state = _FAILED
                 seq.error = (status, err_type, message)
@@ -388,18 +391,19 @@ class SimulatedEngine:
         self._fail_all(500, "InternalServerError", f"The simulated engine failed: {error!r}")
 
     def _admit(self) -> int:
-        """Move waiting sequences into the batch (FIFO); return their prompt tokens."""
+        """Move waiting sequences into the batch (by priority, then arrival); return their
+        prompt tokens."""
         waiting, running = self._waiting, self._running
         max_batch, capacity = self._sim.max_batch, self._sim.kv_tokens
         prefill = 0
         while waiting:
-            seq = waiting[0]
+            seq = waiting[0][-1]
             if seq.state != _WAITING:  # aborted while queued
-                waiting.popleft()
+                heapq.heappop(waiting)
                 continue
             if len(running) >= max_batch or self._kv_reserved + seq.kv > capacity:
                 break
-            waiting.popleft()
+            heapq.heappop(waiting)
             self._num_waiting -= 1
             seq.state = _RUNNING
             running[seq] = None

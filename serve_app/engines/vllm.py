@@ -46,6 +46,7 @@ class VLLMEngine:
         self._model = model
         self._engine: Any = None
         self._servings: dict[str, tuple[Any, type, str]] = {}
+        self._priority_scheduling = False
 
     async def start(self) -> None:
         from starlette.datastructures import State
@@ -66,6 +67,7 @@ class VLLMEngine:
         args = parse_serve_args(self._model)
         engine_args = AsyncEngineArgs.from_cli_args(args)
         vllm_config = engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
+        self._priority_scheduling = vllm_config.scheduler_config.policy == "priority"
         executor = resolve_executor(self._model)
         if executor == "ray":
             import ray.util
@@ -92,7 +94,7 @@ class VLLMEngine:
 
         serving, request_type, method = self._servings[request.endpoint]
         try:
-            parsed = request_type.model_validate({**request.body, "request_id": request.request_id})
+            parsed = request_type.model_validate(self._engine_body(request))
         except ValidationError as error:
             return _error_reply(400, _first_error(error), _first_param(error))
         try:
@@ -107,6 +109,16 @@ class VLLMEngine:
         if isinstance(result, BaseModel):
             return Reply(ReplyHead(200, False), _once(result.model_dump_json().encode()))
         return Reply(ReplyHead(200, True), _encoded(result))
+
+    def _engine_body(self, request: EngineRequest) -> dict[str, Any]:
+        """The body vLLM's serving layer gets: the engine queue's priority is admission's
+        to give (a client's `priority` field would jump the fair queue), and only an
+        engine that schedules by priority accepts one other than 0."""
+        body = {**request.body, "request_id": request.request_id}
+        body.pop("priority", None)
+        if self._priority_scheduling and request.priority:
+            body["priority"] = request.priority
+        return body
 
     async def check_health(self) -> None:
         if self._engine is None:

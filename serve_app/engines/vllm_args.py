@@ -54,7 +54,8 @@ def serve_argv(model: ModelConfig) -> list[str]:
         "--pipeline-parallel-size", str(model.parallelism.pipeline),
         "--distributed-executor-backend", resolve_executor(model),
     ]
-    for key, value in model.engine_args.items():
+    # The engine's own queue follows admission's order (EngineRequest.priority).
+    for key, value in {"scheduling_policy": "priority", **model.engine_args}.items():
         argv += _flag(key, value)
     return argv
 

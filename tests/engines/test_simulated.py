@@ -332,6 +332,23 @@ async def test_kv_capacity_limits_concurrency_below_max_batch(engine_factory):
     assert engine.stats().kv_usage == 0.0
 
 
+async def test_waiting_requests_start_by_priority_then_arrival(engine_factory):
+    engine = await engine_factory(decode_step_base_s=0.01, max_batch=1)
+    finished: list[str] = []
+
+    async def run(request_id: str, priority: int) -> None:
+        await read_all(await engine.handle(
+            EngineRequest("chat", chat(request_id).body, request_id, priority=priority)))
+        finished.append(request_id)
+
+    busy = asyncio.create_task(run("running", 0))
+    await asyncio.sleep(0.005)  # it holds the only slot; the rest queue in this order
+    queued = [asyncio.create_task(run(name, priority))
+              for name, priority in [("late-1", 1), ("early-0", 0), ("late-2", 1), ("next-0", 0)]]
+    await asyncio.gather(busy, *queued)
+    assert finished == ["running", "early-0", "next-0", "late-1", "late-2"]
+
+
 async def test_stats_report_capacity(engine_factory):
     engine = await engine_factory(max_batch=3, kv_tokens=5000, max_model_len=2000)
     stats = engine.stats()

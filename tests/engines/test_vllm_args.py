@@ -77,6 +77,12 @@ def test_serve_argv_starts_with_the_source_and_names_parallelism_and_executor():
     assert flag_value(argv, "--distributed-executor-backend") == "ray"
 
 
+def test_the_engine_queues_by_admissions_priority_unless_configured_otherwise():
+    assert flag_value(serve_argv(make_model()), "--scheduling-policy") == "priority"
+    fcfs = serve_argv(make_model(engine_args={"scheduling_policy": "fcfs"}))
+    assert flag_value(fcfs, "--scheduling-policy") == "fcfs"
+
+
 def test_true_renders_as_a_bare_flag():
     argv = serve_argv(make_model(engine_args={"enforce_eager": True}))
     assert "--enforce-eager" in argv
