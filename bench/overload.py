@@ -231,21 +231,22 @@ async def overload_points(app: Running, engine: Engine, capacity: float, args: a
 
 
 async def fairness_points(base_url: str, engine: Engine, capacity: float,
-                          args: argparse.Namespace) -> list[Point]:
+                          args: argparse.Namespace, record: Path | None = None) -> list[Point]:
     share = capacity / 2  # two tenants of equal weight
     await asyncio.sleep(12)  # earlier load's tenant leaves the fair-share window: B starts alone
     await settle(args)
     alone = await open_loop(base_url, engine, "tenant-b", 0.5 * share, args.duration, args.timeout, 7,
-                            "B alone at 0.5x share")
+                            "B alone at 0.5x share", record=record)
     say(json.dumps(asdict(alone)))
     await asyncio.sleep(DRAIN_S)
     await settle(args)
     # B keeps sending; A starts flooding once B has been at it for a while, as in service.
     light = asyncio.ensure_future(open_loop(base_url, engine, "tenant-b", 0.5 * share, LEAD_S + args.duration,
-                                            args.timeout, 9, "B at 0.5x share, with A", after_s=LEAD_S))
+                                            args.timeout, 9, "B at 0.5x share, with A", after_s=LEAD_S,
+                                            record=record))
     await asyncio.sleep(LEAD_S)
     flood = await open_loop(base_url, engine, "tenant-a", 10 * share, args.duration, args.timeout, 8,
-                            "A at 10x share")
+                            "A at 10x share", record=record)
     light = await light
     say(json.dumps(asdict(flood)))
     say(json.dumps(asdict(light)))
@@ -275,7 +276,7 @@ def run_admission(engine: Engine, args: argparse.Namespace, out: Path) -> dict[s
             found["on"] = [asdict(p) for p in asyncio.run(overload_points(app, engine, capacity, args, "on", record))]
             time.sleep(12)  # the overload tenant's demand leaves the fair-share window
         if "fairness" in args.runs:
-            found["fairness"] = [asdict(p) for p in asyncio.run(fairness_points(app.base_url, engine, capacity, args))]
+            found["fairness"] = [asdict(p) for p in asyncio.run(fairness_points(app.base_url, engine, capacity, args, record))]
     return found
 
 
