@@ -281,6 +281,21 @@ class ModelPool:
         shown = sorted((now - lease.granted_at) / max(1, lease.output_tokens) for lease in self.leases.values())
         return shown[len(shown) // 2] if shown else 0.0
 
+    def _foreseen_end(self, lease: Lease, pace: float, overdue: float, now: float) -> float:
+        """When a lease should end: the tokens it has yet to generate, at `pace`. What it has
+        generated so far is foreseen from the crowd it ran in until now (or the `overdue` pace
+        if leases prove slower), so one that ran most of its life in a quiet engine is not
+        foreseen as if it had crawled at today's crowded pace from the start (at a flood's
+        onset that refused a light tenant's burst)."""
+        held_s = now - lease.granted_at
+        if held_s <= 0:
+            return now + pace * lease.output_tokens
+        lease_s = self.lease_s + len(self.leases) * (now - self._lease_s_at)
+        company = (lease_s - lease.lease_s_at_grant) / held_s
+        assert self.pace.mean is not None and self.pace_crowd.mean is not None
+        pace_so_far = max(self.pace.mean * max(1.0, company / self.pace_crowd.mean), overdue, 1e-9)
+        return now + pace * max(0.0, lease.output_tokens - held_s / pace_so_far)
+
     def wait_s(self, need: float, budget: Budget, now: float) -> float | None:
         """Seconds until `need` budget tokens are released, foreseen from when each lease
         in flight should end; None while the pace is unknown."""
@@ -288,8 +303,10 @@ class ModelPool:
             return 0.0
         if self.pace.mean is None or budget.tokens <= 0 or not self.leases:
             return None
-        pace = max(self.crowded_pace(), self.overdue_pace(now))
-        ends = sorted((lease.granted_at + pace * lease.output_tokens, lease.charge) for lease in self.leases.values())
+        overdue = self.overdue_pace(now)
+        pace = max(self.crowded_pace(), overdue)
+        ends = sorted((self._foreseen_end(lease, pace, overdue, now), lease.charge)
+                      for lease in self.leases.values())
         freed, last = 0.0, now
         for end, charge in ends:
             last = max(now, end)

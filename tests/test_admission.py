@@ -303,6 +303,23 @@ async def test_a_pace_learned_with_few_requests_in_flight_is_stretched_for_more(
     assert refused.outcome is Outcome.OVERLOADED and time.monotonic() - started < 0.05
 
 
+async def test_a_lease_that_ran_in_a_quiet_engine_is_foreseen_to_end_by_its_progress(make_controller):
+    now = [100.0]
+    controller = await make_controller(clock=lambda: now[0], report_stale_after_s=1e9,
+                                       classes={"default": {"ttft_slo_s": 1.0, "max_queue_wait_s": 0.3}})
+    alone = (await controller.admit(ticket(0))).lease_id
+    now[0] += 0.1  # alone, 50 tokens took 0.1 s
+    await controller.release_many([alone])
+    early = (await controller.admit(ticket(1))).lease_id
+    now[0] += 0.08  # four fifths of the way, still alone
+    await fill(controller, 3)  # then the engine fills, each now about four times slower
+    # The early one has ~10 tokens left (~0.08 s at four at once), not 0.32 s of its 0.4.
+    waiting = asyncio.create_task(controller.admit(ticket(10)))
+    await until(lambda: controller._pools["m"].queue.length == 1)
+    await controller.release_many([early])
+    assert (await asyncio.wait_for(waiting, 0.5)).admitted
+
+
 async def test_a_prompt_estimate_near_the_context_does_not_make_requests_look_instant(make_controller):
     roomy = EngineStats(kv_capacity_tokens=10_000, max_num_seqs=4, max_model_len=1000)
     controller = await make_controller(stats=roomy, classes={"default": {"ttft_slo_s": 0.5, "max_queue_wait_s": 0.15}})
