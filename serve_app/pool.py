@@ -216,7 +216,11 @@ class ModelPool:
         self._integrate(now)
         del self.leases[lease.lease_id]
         self.in_flight = max(0.0, self.in_flight - lease.charge)
-        self._held[lease.tenant] = max(0.0, self._held[lease.tenant] - lease.charge)
+        held = self._held[lease.tenant] - lease.charge
+        # Charges differ as the budget moves, so the last lease's end can leave a rounding
+        # residue; kept, it would count the tenant as serving forever, and a newcomer's
+        # fair-queue counter and service would be lifted only to its stale level.
+        self._held[lease.tenant] = held if held > 1e-6 * lease.charge else 0.0
         generated = usage.completion_tokens if usage is not None else lease.output_tokens
         # An expired lease says nothing about how long requests take, nor does a very short
         # one, whose time is mostly the fixed cost of starting (a readiness probe, say).

@@ -10,8 +10,11 @@ from types import SimpleNamespace
 import pytest
 
 from serve_app.admission import FORESIGHT_MARGIN, AdmissionController
+from serve_app.capacity import Budget, Capacity
 from serve_app.config import AdmissionConfig
+from serve_app.fair_queue import Waiter
 from serve_app.outcomes import Decision, Outcome, Ticket, Usage
+from serve_app.pool import ModelPool
 from serve_app.protocol import EngineStats
 
 # One replica holding 1000 KV tokens and 4 sequences: a sequence slot is 250 tokens,
@@ -578,6 +581,19 @@ async def test_the_engine_queues_a_tenant_served_more_than_average_after_the_oth
     assert (await controller.admit(ticket(10, "light"))).engine_priority == 0
     assert (await controller.admit(ticket(11, "flood"))).engine_priority == 1
     assert (await controller.admit(ticket(12, "light", priority_class="batch"))).engine_priority == 2
+
+
+def test_a_tenant_whose_leases_all_ended_holds_nothing_whatever_budgets_charged_them():
+    pool = ModelPool("m", Capacity(), fair_share_window_s=10.0)
+    # the budget tightened between grants, so each lease was charged a different slot
+    slots = [250.0, 300.0, 270.0, 364.50000000000006, 328.05000000000007, 295.2450000000001]
+    leases = [pool.grant(Waiter(ticket(n, "old"), "default", 0, 1.0, 100, 50, slot, 10.0, 0.0),
+                         f"lease-{n}", Budget(tokens=slot, sequences=1, replicas=1), now=0.0, ttl_s=60.0)
+              for n, slot in enumerate(slots)]
+    for lease in leases:
+        pool.finish(lease, None, now=1.0)
+    # A rounding residue would keep it "serving", and a newcomer would be lifted only to its level.
+    assert "old" not in pool.serving()
 
 
 async def test_alone_a_tenant_may_use_the_whole_budget(make_controller):
