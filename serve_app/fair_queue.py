@@ -86,13 +86,13 @@ class FairQueue:
         return self.counters.get(tenant, 0.0)
 
     def served(self, tenant: str, charge: float, weight: float) -> None:
-        self.counters[tenant] = self.counters.get(tenant, 0.0) + charge / weight
+        self.counters[tenant] = self.counter(tenant) + charge / weight
 
     def heads(self) -> Iterator[Waiter]:
         """The first waiter of each tenant, in the order they would be served."""
         for priority in sorted(self._classes):
             tenants = self._classes[priority]
-            order = sorted(tenants, key=lambda name: (self.counters.get(name, 0.0), tenants[name][0].arrived))
+            order = sorted(tenants, key=lambda name: (self.counter(name), tenants[name][0].arrived))
             for name in order:
                 yield tenants[name][0]
 
@@ -117,11 +117,11 @@ class FairQueue:
         own_ahead = self._charge[waiter.priority, waiter.tenant] - waiter.charge
         # Others in the class are served until their counters pass the one this tenant
         # will have when its earlier requests are through.
-        passing = self.counters.get(waiter.tenant, 0.0) + own_ahead / waiter.weight
+        passing = self.counter(waiter.tenant) + own_ahead / waiter.weight
         for name, line in self._classes.get(waiter.priority, {}).items():
             if name != waiter.tenant:
                 queued = self._charge[waiter.priority, name]
-                ahead += min(queued, max(0.0, passing - self.counters.get(name, 0.0)) * line[0].weight)
+                ahead += min(queued, max(0.0, passing - self.counter(name)) * line[0].weight)
         return ahead + own_ahead
 
     def lift(self, tenant: str, active: Iterable[str], credit: float = 0.0) -> None:

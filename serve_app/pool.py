@@ -275,8 +275,12 @@ class ModelPool:
         compute-bound engine slows; one that slows less relearns its pace within a few dozen
         releases. When a quiet spell taught the pace, this keeps a sudden flood from being
         queued as if it would be served as fast, then refused after waiting."""
+        return self._pace_with(len(self.leases))
+
+    def _pace_with(self, crowd: float) -> float:
+        """The learned pace, stretched in proportion for `crowd` leases in flight at once."""
         assert self.pace.mean is not None and self.pace_crowd.mean is not None
-        return self.pace.mean * max(1.0, len(self.leases) / self.pace_crowd.mean)
+        return self.pace.mean * max(1.0, crowd / self.pace_crowd.mean)
 
     def overdue_pace(self, now: float) -> float:
         """The least pace the leases in flight prove: when most of them are held longer
@@ -290,14 +294,12 @@ class ModelPool:
         generated so far is foreseen from the crowd it ran in until now (or the `overdue` pace
         if leases prove slower), so one that ran most of its life in a quiet engine is not
         foreseen as if it had crawled at today's crowded pace from the start (at a flood's
-        onset that refused a light tenant's burst)."""
+        onset that refused a light tenant's burst). `lease_s` must be integrated to `now`."""
         held_s = now - lease.granted_at
         if held_s <= 0:
             return now + pace * lease.output_tokens
-        lease_s = self.lease_s + len(self.leases) * (now - self._lease_s_at)
-        company = (lease_s - lease.lease_s_at_grant) / held_s
-        assert self.pace.mean is not None and self.pace_crowd.mean is not None
-        pace_so_far = max(self.pace.mean * max(1.0, company / self.pace_crowd.mean), overdue, 1e-9)
+        company = (self.lease_s - lease.lease_s_at_grant) / held_s
+        pace_so_far = max(self._pace_with(company), overdue, 1e-9)
         return now + pace * max(0.0, lease.output_tokens - held_s / pace_so_far)
 
     def wait_s(self, need: float, budget: Budget, now: float) -> float | None:
@@ -307,6 +309,7 @@ class ModelPool:
             return 0.0
         if self.pace.mean is None or budget.tokens <= 0 or not self.leases:
             return None
+        self._integrate(now)
         overdue = self.overdue_pace(now)
         pace = max(self.crowded_pace(), overdue)
         ends = sorted((self._foreseen_end(lease, pace, overdue, now), lease.charge)
