@@ -69,15 +69,25 @@ def simulated_engine(max_batch: int = 32, step_s: float = 0.06, per_seq_s: float
 
 
 def vllm_engine(model_path: str, max_num_seqs: int, output_tokens: int, slo_s: float,
-                engine_cores: str | None = None, input_tokens: int = 64) -> Engine:
+                engine_cores: str | None = None, input_tokens: int = 64,
+                engine_args: dict[str, Any] | None = None) -> Engine:
     entry = yaml.safe_load(LOCAL_CONFIG.read_text())["models"][0]
     if engine_cores is not None:  # e.g. "1": the engine computes there, the front end has the rest
         entry["parallelism"] = {**entry.get("parallelism", {}), "cpu_thread_binding": engine_cores}
     settings = EngineSettings(max_num_seqs=max_num_seqs, kv_cache_memory_bytes=1 << 30)
-    entry.update(name="tiny-llama", source=str(Path(model_path).resolve()), engine_args=settings.kwargs())
+    entry.update(name="tiny-llama", source=str(Path(model_path).resolve()),
+                 engine_args={**settings.kwargs(), **(engine_args or {})})
     entry["env"] = {k: v for k, v in entry.get("env", {}).items() if k != "VLLM_CPU_KVCACHE_SPACE"}
     entry["autoscaling"] = {**entry["autoscaling"], "max_ongoing_requests": 8192}
     return Engine("vllm", "tiny-llama", entry, input_tokens, output_tokens, max_num_seqs, slo_s)
+
+
+def engine_arg(text: str) -> tuple[str, Any]:
+    """"max_num_batched_tokens=256" -> ("max_num_batched_tokens", 256)."""
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip().replace("-", "_"), yaml.safe_load(value)
 
 
 def app_config(engine: Engine, admission_on: bool, ingress: str = "haproxy") -> dict[str, Any]:
@@ -437,6 +447,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--engine-cores", default=None,
                         help="vllm: cores the engine runs on (e.g. 1); the front end and load get the rest")
     parser.add_argument("--input-tokens", type=int, default=64, help="vllm: prompt tokens per request")
+    parser.add_argument("--engine-arg", type=engine_arg, action="append", default=[], metavar="KEY=VALUE",
+                        help="vllm: an engine argument over the defaults (a YAML value; null drops one)")
     parser.add_argument("--output-tokens", type=int, default=None)
     parser.add_argument("--overhead-rates", type=lambda t: [float(x) for x in t.split(",")],
                         default=[50.0, 100.0, 200.0])
@@ -458,7 +470,7 @@ def command(args: argparse.Namespace) -> None:
         engine = simulated_engine(output_tokens=args.output_tokens or 32, slo_s=args.slo_ttft_s or 1.0)
     else:
         engine = vllm_engine(args.model, args.max_num_seqs, args.output_tokens or 32, args.slo_ttft_s or 3.0,
-                             args.engine_cores, args.input_tokens)
+                             args.engine_cores, args.input_tokens, dict(args.engine_arg))
         if args.engine_cores:
             keep_off_engine_cores(args.engine_cores)
     if {"overload", "fairness"} & set(args.runs):

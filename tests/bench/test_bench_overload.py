@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from bench.client import RequestResult
-from bench.overload import app_config, markdown, point, simulated_engine
+import argparse
+
+import pytest
+
+from bench.overload import app_config, engine_arg, markdown, point, simulated_engine, vllm_engine
 from bench.stats import Slo, summarise
 
 SLO = Slo(ttft_s=1.0)
@@ -43,3 +47,16 @@ def test_results_render_as_tables():
         "engine": "simulated", "input_tokens": 64, "output_tokens": 32, "slo_ttft_s": 1.0,
         "capacity_rps": 12.5, "on": [found.__dict__]}})
     assert "commit abc" in text and "| on 1x | 2.0 | 2 | 1 |" in text and "?: 1" in text
+
+
+def test_engine_args_from_the_command_line_override_the_shared_settings():
+    engine = vllm_engine("models/tiny-llama", 8, 64, 3.0,
+                         engine_args=dict([engine_arg("max_num_batched_tokens=256"), engine_arg("max-num-seqs=4")]))
+    args = engine.models_entry["engine_args"]
+    assert args["max_num_batched_tokens"] == 256 and args["max_num_seqs"] == 4
+    assert args["enforce_eager"] is True
+
+
+def test_an_engine_arg_without_a_value_is_refused():
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+        engine_arg("max_num_batched_tokens")
