@@ -67,3 +67,52 @@ class FadingSum:
 
     def add(self, amount: float, now: float) -> None:
         self._value = max(0.0, self.value(now) + amount)
+
+
+class PaceCurve:
+    """Seconds per output token a lease is held, by the crowd (leases in flight) it ran in.
+
+    An engine that batches slows as its crowd grows, but by how much is its own: on a GPU
+    a decode step barely lengthens, on a CPU it grows almost in proportion. So the pace is
+    learned per band of crowd (powers of two), each band a smoothed pace and the mean crowd
+    it was learned at. Between two learned crowds it is interpolated; above the most
+    crowded one it is stretched in proportion, the most a compute-bound engine slows;
+    below the least crowded one it is that band's. Never faster at a larger crowd."""
+
+    def __init__(self, smoothing: float) -> None:
+        self._smoothing = smoothing
+        self._bands: dict[int, tuple[Spread, Spread]] = {}
+
+    @property
+    def known(self) -> bool:
+        return bool(self._bands)
+
+    def note(self, pace: float, crowd: float) -> None:
+        crowd = max(1.0, crowd)
+        band = int(math.log2(crowd))
+        if band not in self._bands:
+            self._bands[band] = (Spread(self._smoothing), Spread(self._smoothing))
+        paces, crowds = self._bands[band]
+        paces.note(pace)
+        crowds.note(crowd)
+
+    def at(self, crowd: float) -> float:
+        """The pace at `crowd` leases in flight; the curve must be `known`."""
+        points = self._points()
+        below = [point for point in points if point[0] <= crowd]
+        if not below:
+            return points[0][1]
+        (low_crowd, low_pace) = below[-1]
+        if len(below) == len(points):
+            return low_pace * max(1.0, crowd / low_crowd)
+        (high_crowd, high_pace) = points[len(below)]
+        return low_pace + (high_pace - low_pace) * (crowd - low_crowd) / (high_crowd - low_crowd)
+
+    def _points(self) -> list[tuple[float, float]]:
+        """(crowd, pace) per band by crowd, each pace at least the one before it."""
+        points, slowest = [], 0.0
+        for band in sorted(self._bands):
+            paces, crowds = self._bands[band]
+            slowest = max(slowest, paces.mean or 0.0)
+            points.append((crowds.mean or 1.0, slowest))
+        return points

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from serve_app.capacity import Budget, Capacity
-from serve_app.estimates import FadingSum, PeakWindow, Spread
+from serve_app.estimates import FadingSum, PaceCurve, PeakWindow, Spread
 from serve_app.fair_queue import FairQueue, Waiter
 from serve_app.outcomes import Ticket, Usage
 
@@ -66,10 +66,9 @@ class ModelPool:
         self.queue = FairQueue()
         self.leases: dict[str, Lease] = {}  # in grant order: the oldest is expected to end first
         self.in_flight = 0.0
-        self.pace = Spread(PACE_SMOOTHING)
-        """Seconds a lease is held per output token, grant to release."""
-        self.pace_crowd = Spread(PACE_SMOOTHING)
-        """Leases in flight alongside those the pace was learned from."""
+        self.pace = PaceCurve(PACE_SMOOTHING)
+        """Seconds a lease is held per output token, grant to release, by the leases in
+        flight alongside it."""
         self.lease_s = 0.0
         """Leases in flight integrated over time: a lease's mean company is the growth of this
         over its life divided by its length."""
@@ -247,8 +246,7 @@ class ModelPool:
         held_s = now - lease.granted_at
         pace = held_s / generated
         company = (self.lease_s - lease.lease_s_at_grant) / held_s if held_s > 0 else float(len(self.leases) + 1)
-        self.pace.note(pace)
-        self.pace_crowd.note(max(1.0, company))
+        self.pace.note(pace, company)
 
     def _learn(self, lease: Lease, usage: Usage) -> None:
         if usage.prompt_tokens and lease.prompt_estimate:
@@ -270,17 +268,16 @@ class ModelPool:
         return self.wait_s(self.need(waiter, budget, now), budget, now)
 
     def crowded_pace(self) -> float:
-        """The learned pace, stretched when more leases are in flight now than it was learned
-        with: an engine that batches them runs each one slower. Stretched in proportion, as a
-        compute-bound engine slows; one that slows less relearns its pace within a few dozen
-        releases. When a quiet spell taught the pace, this keeps a sudden flood from being
-        queued as if it would be served as fast, then refused after waiting."""
+        """The pace at the crowd in flight now: an engine that batches runs each lease slower
+        the more there are. Above any crowd seen it is stretched in proportion, as a
+        compute-bound engine slows (see `PaceCurve`): when a quiet spell taught the pace, this
+        keeps a sudden flood from being queued as if it would be served as fast, then refused
+        after waiting. The first release at a larger crowd shows how much this engine slows."""
         return self._pace_with(len(self.leases))
 
     def _pace_with(self, crowd: float) -> float:
-        """The learned pace, stretched in proportion for `crowd` leases in flight at once."""
-        assert self.pace.mean is not None and self.pace_crowd.mean is not None
-        return self.pace.mean * max(1.0, crowd / self.pace_crowd.mean)
+        """The learned pace for `crowd` leases in flight at once."""
+        return self.pace.at(crowd)
 
     def overdue_pace(self, now: float) -> float:
         """The least pace the leases in flight prove: when most of them are held longer
@@ -307,7 +304,7 @@ class ModelPool:
         in flight should end; None while the pace is unknown."""
         if need <= 0:
             return 0.0
-        if self.pace.mean is None or budget.tokens <= 0 or not self.leases:
+        if not self.pace.known or budget.tokens <= 0 or not self.leases:
             return None
         self._integrate(now)
         overdue = self.overdue_pace(now)

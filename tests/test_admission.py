@@ -323,6 +323,26 @@ async def test_a_lease_that_ran_in_a_quiet_engine_is_foreseen_to_end_by_its_prog
     assert (await asyncio.wait_for(waiting, 0.5)).admitted
 
 
+async def test_a_flood_is_foreseen_at_the_pace_the_engine_showed_at_that_crowd(make_controller):
+    now = [100.0]
+    controller = await make_controller(clock=lambda: now[0], report_stale_after_s=1e9,
+                                       classes={"default": {"ttft_slo_s": 1.0, "max_queue_wait_s": 0.3}})
+    alone = (await controller.admit(ticket(0))).lease_id
+    now[0] += 0.1  # alone, 50 tokens took 0.1 s
+    await controller.release_many([alone])
+    crowd = [decision.lease_id for decision in await fill(controller, 4)]
+    now[0] += 0.12  # four at once took 0.12 s each: this engine batches, far from 4x slower
+    await controller.release_many(crowd)
+    leases = [decision.lease_id for decision in await fill(controller, 4)]
+    # Stretched in proportion from the lone request, the first would end in 0.4 s (0.8 s
+    # with the margin, past the 0.3 s wait limit); at the pace shown at four, in 0.12 s.
+    waiting = asyncio.create_task(controller.admit(ticket(10)))
+    await until(lambda: controller._pools["m"].queue.length == 1)
+    now[0] += 0.12
+    await controller.release_many(leases[:1])
+    assert (await asyncio.wait_for(waiting, 0.5)).admitted
+
+
 async def test_a_prompt_estimate_near_the_context_does_not_make_requests_look_instant(make_controller):
     roomy = EngineStats(kv_capacity_tokens=10_000, max_num_seqs=4, max_model_len=1000)
     controller = await make_controller(stats=roomy, classes={"default": {"ttft_slo_s": 0.5, "max_queue_wait_s": 0.15}})

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from serve_app.estimates import FadingSum, PeakWindow, Spread
+from serve_app.estimates import FadingSum, PaceCurve, PeakWindow, Spread
 
 
 def test_a_peak_is_remembered_for_the_window_and_then_forgotten():
@@ -35,3 +35,38 @@ def test_a_fading_sum_loses_a_factor_e_per_time_constant_and_never_goes_negative
     assert total.value(10.0) == pytest.approx(100.0 / math.e)
     total.add(-1000.0, now=10.0)
     assert total.value(20.0) == 0.0
+
+
+def test_a_pace_learned_at_one_crowd_is_stretched_in_proportion_above_it_and_kept_below():
+    curve = PaceCurve(0.1)
+    assert not curve.known
+    curve.note(0.004, crowd=2.0)
+    assert curve.known
+    assert curve.at(1.0) == curve.at(2.0) == pytest.approx(0.004)
+    assert curve.at(8.0) == pytest.approx(0.016)
+
+
+def test_a_pace_seen_at_a_larger_crowd_replaces_the_proportional_stretch():
+    curve = PaceCurve(0.1)
+    curve.note(0.004, crowd=2.0)
+    curve.note(0.010, crowd=20.0)  # this engine slows far less than in proportion
+    assert curve.at(20.0) == pytest.approx(0.010)
+    assert curve.at(11.0) == pytest.approx(0.007)  # halfway between the two crowds
+    assert curve.at(40.0) == pytest.approx(0.020)  # beyond every crowd seen: in proportion again
+
+
+def test_a_pace_is_never_faster_at_a_larger_crowd():
+    curve = PaceCurve(0.1)
+    curve.note(0.010, crowd=2.0)
+    curve.note(0.006, crowd=8.0)  # noise: a quick release in a crowd
+    assert curve.at(8.0) == pytest.approx(0.010)
+    assert curve.at(16.0) == pytest.approx(0.020)
+
+
+def test_each_crowd_band_learns_its_own_smoothed_pace():
+    curve = PaceCurve(0.5)
+    curve.note(0.010, crowd=8.0)
+    curve.note(0.020, crowd=9.0)  # the same band (8-15)
+    assert curve.at(8.5) == pytest.approx(0.015)
+    curve.note(0.002, crowd=1.0)  # another band leaves it alone
+    assert curve.at(8.5) == pytest.approx(0.015)
