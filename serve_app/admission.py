@@ -159,7 +159,8 @@ class AdmissionController:
             models[name] = {"in_flight_tokens": pool.in_flight, "leases": len(pool.leases),
                             "queued": pool.queue.length, "budget_tokens": budget.tokens,
                             "sequences": budget.sequences, "replicas": budget.replicas,
-                            "token_s": pool.pace.at(len(pool.leases)) if pool.pace.known else None, "prompt_scale": pool.prompt_scale,
+                            "token_s": pool.crowded_pace() if pool.pace.known else None,
+                            "prompt_scale": pool.prompt_scale,
                             "first_byte_s": pool.first_byte.mean, "first_byte_high_s": pool.first_byte.high}
         queued = sum(pool.queue.length for pool in self._pools.values())
         return {"in_flight": len(self._leases), "queued": queued, "models": models}

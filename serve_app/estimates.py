@@ -82,10 +82,13 @@ class PaceCurve:
     def __init__(self, smoothing: float) -> None:
         self._smoothing = smoothing
         self._bands: dict[int, tuple[Spread, Spread]] = {}
+        self._points: list[tuple[float, float]] = []
+        """(crowd, pace) per band by crowd, each pace at least the one before it: rebuilt at
+        each release, read for every lease at every foresight."""
 
     @property
     def known(self) -> bool:
-        return bool(self._bands)
+        return bool(self._points)
 
     def note(self, pace: float, crowd: float) -> None:
         crowd = max(1.0, crowd)
@@ -95,10 +98,15 @@ class PaceCurve:
         paces, crowds = self._bands[band]
         paces.note(pace)
         crowds.note(crowd)
+        self._points, slowest = [], 0.0
+        for band in sorted(self._bands):
+            paces, crowds = self._bands[band]
+            slowest = max(slowest, paces.mean or 0.0)
+            self._points.append((crowds.mean or 1.0, slowest))
 
     def at(self, crowd: float) -> float:
         """The pace at `crowd` leases in flight; the curve must be `known`."""
-        points = self._points()
+        points = self._points
         below = [point for point in points if point[0] <= crowd]
         if not below:
             return points[0][1]
@@ -107,12 +115,3 @@ class PaceCurve:
             return low_pace * max(1.0, crowd / low_crowd)
         (high_crowd, high_pace) = points[len(below)]
         return low_pace + (high_pace - low_pace) * (crowd - low_crowd) / (high_crowd - low_crowd)
-
-    def _points(self) -> list[tuple[float, float]]:
-        """(crowd, pace) per band by crowd, each pace at least the one before it."""
-        points, slowest = [], 0.0
-        for band in sorted(self._bands):
-            paces, crowds = self._bands[band]
-            slowest = max(slowest, paces.mean or 0.0)
-            points.append((crowds.mean or 1.0, slowest))
-        return points

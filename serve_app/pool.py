@@ -273,11 +273,7 @@ class ModelPool:
         compute-bound engine slows (see `PaceCurve`): when a quiet spell taught the pace, this
         keeps a sudden flood from being queued as if it would be served as fast, then refused
         after waiting. The first release at a larger crowd shows how much this engine slows."""
-        return self._pace_with(len(self.leases))
-
-    def _pace_with(self, crowd: float) -> float:
-        """The learned pace for `crowd` leases in flight at once."""
-        return self.pace.at(crowd)
+        return self.pace.at(len(self.leases))
 
     def overdue_pace(self, now: float) -> float:
         """The least pace the leases in flight prove: when most of them are held longer
@@ -296,7 +292,7 @@ class ModelPool:
         if held_s <= 0:
             return now + pace * lease.output_tokens
         company = (self.lease_s - lease.lease_s_at_grant) / held_s
-        pace_so_far = max(self._pace_with(company), overdue, 1e-9)
+        pace_so_far = max(self.pace.at(company), overdue, 1e-9)
         return now + pace * max(0.0, lease.output_tokens - held_s / pace_so_far)
 
     def wait_s(self, need: float, budget: Budget, now: float) -> float | None:

@@ -306,13 +306,20 @@ async def test_a_pace_learned_with_few_requests_in_flight_is_stretched_for_more(
     assert refused.outcome is Outcome.OVERLOADED and time.monotonic() - started < 0.05
 
 
-async def test_a_lease_that_ran_in_a_quiet_engine_is_foreseen_to_end_by_its_progress(make_controller):
+async def taught_alone(make_controller) -> tuple[AdmissionController, list[float]]:
+    """A controller on a settable clock (`now[0]`) that saw one request alone take 0.1 s for
+    its 50 tokens, waiting at most 0.3 s."""
     now = [100.0]
     controller = await make_controller(clock=lambda: now[0], report_stale_after_s=1e9,
                                        classes={"default": {"ttft_slo_s": 1.0, "max_queue_wait_s": 0.3}})
     alone = (await controller.admit(ticket(0))).lease_id
-    now[0] += 0.1  # alone, 50 tokens took 0.1 s
+    now[0] += 0.1
     await controller.release_many([alone])
+    return controller, now
+
+
+async def test_a_lease_that_ran_in_a_quiet_engine_is_foreseen_to_end_by_its_progress(make_controller):
+    controller, now = await taught_alone(make_controller)
     early = (await controller.admit(ticket(1))).lease_id
     now[0] += 0.08  # four fifths of the way, still alone
     await fill(controller, 3)  # then the engine fills, each now about four times slower
@@ -324,12 +331,7 @@ async def test_a_lease_that_ran_in_a_quiet_engine_is_foreseen_to_end_by_its_prog
 
 
 async def test_a_flood_is_foreseen_at_the_pace_the_engine_showed_at_that_crowd(make_controller):
-    now = [100.0]
-    controller = await make_controller(clock=lambda: now[0], report_stale_after_s=1e9,
-                                       classes={"default": {"ttft_slo_s": 1.0, "max_queue_wait_s": 0.3}})
-    alone = (await controller.admit(ticket(0))).lease_id
-    now[0] += 0.1  # alone, 50 tokens took 0.1 s
-    await controller.release_many([alone])
+    controller, now = await taught_alone(make_controller)
     crowd = [decision.lease_id for decision in await fill(controller, 4)]
     now[0] += 0.12  # four at once took 0.12 s each: this engine batches, far from 4x slower
     await controller.release_many(crowd)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from bench.client import RequestResult
 import argparse
 
 import pytest
 
+from bench.client import RequestResult
 from bench.overload import app_config, engine_arg, markdown, point, simulated_engine, vllm_engine
 from bench.stats import Slo, summarise
 
