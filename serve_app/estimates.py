@@ -69,6 +69,25 @@ class FadingSum:
         self._value = max(0.0, self.value(now) + amount)
 
 
+class FadingRate:
+    """How much is noted per second lately: a `FadingSum` divided by the time it covers.
+    A tracker younger than its time constant counts only the time it has lived (but at
+    least `min_age_s`), so a rate is not underestimated while it is new."""
+
+    def __init__(self, time_constant_s: float, now: float, min_age_s: float = 1.0) -> None:
+        self._sum = FadingSum(time_constant_s, now)
+        self._time_constant_s = time_constant_s
+        self._born, self._min_age_s = now, min_age_s
+
+    def note(self, amount: float, now: float) -> None:
+        self._sum.add(amount, now)
+
+    def per_second(self, now: float) -> float:
+        age = max(now - self._born, self._min_age_s)
+        covered = self._time_constant_s * -math.expm1(-age / self._time_constant_s)
+        return self._sum.value(now) / covered
+
+
 class PaceCurve:
     """Seconds per output token a lease is held, by the crowd (leases in flight) it ran in.
 

@@ -17,11 +17,13 @@ newcomer that floods cannot pass for the least served.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from dataclasses import dataclass
 from enum import Enum
 
 from serve_app.capacity import Budget, Capacity
-from serve_app.estimates import FadingSum, PaceCurve, PeakWindow, Spread
+from serve_app.estimates import FadingRate, FadingSum, PaceCurve, PeakWindow, Spread
 from serve_app.fair_queue import FairQueue, Waiter
 from serve_app.outcomes import Ticket, Usage
 
@@ -31,6 +33,10 @@ START_SMOOTHING = 0.05
 PROMPT_SMOOTHING = 0.05
 PROMPT_SCALE_RANGE = (0.25, 4.0)
 BURST_HEADROOM = 1.5  # room kept for a tenant: its recent peak and half again, for its next burst
+EMPTY: Mapping[str, float] = MappingProxyType({})
+INFLOW_ROUNDS = 2
+"""Times a foreseen wait is redone with what others will be granted ahead during it: each
+round adds the next term of a geometric series, enough while they take well under the drain."""
 
 
 @dataclass(eq=False)
@@ -81,6 +87,8 @@ class ModelPool:
         self._held: dict[str, float] = {}
         self._served: dict[str, FadingSum] = {}
         """Budget tokens granted per unit of weight, fading over the fair-share window."""
+        self._granted: dict[str, FadingRate] = {}
+        """Budget tokens granted per second, over the fair-share window."""
         self._demand: dict[str, PeakWindow] = {}
         self._weights: dict[str, float] = {}
         self._priorities: dict[str, int] = {}  # of each tenant's latest request
@@ -120,19 +128,23 @@ class ModelPool:
         return Fit.OVER_SHARE
 
     def reserved_for_others(self, waiter: Waiter, budget: Budget, now: float) -> float:
-        """Room kept for other tenants' shares, if `waiter` would take its tenant past its own:
-        for those it would not overtake by weighted token cost even with this request."""
+        """Room kept for other tenants' shares, if `waiter` would take its tenant past its own."""
+        return sum(max(0.0, level - self._held.get(name, 0.0))
+                   for name, level in self.kept_for_others(waiter, budget, now).items())
+
+    def kept_for_others(self, waiter: Waiter, budget: Budget, now: float) -> dict[str, float]:
+        """The budget tokens kept for each other tenant, if `waiter` would take its tenant past
+        its share: for those it would not overtake by weighted token cost even with this request."""
         active = self._active(budget, now)
         total_weight = sum(self._weights[name] for name in active) or 1.0
         charge = budget.charge(waiter.cost)
         if self._held.get(waiter.tenant, 0.0) + charge <= budget.tokens * waiter.weight / total_weight + 1e-6:
-            return 0.0
+            return {}
         passing = self.served(waiter.tenant, now) + charge / waiter.weight
-        return sum(max(0.0, min(budget.tokens * self._weights[name] / total_weight, BURST_HEADROOM * demand)
-                       - self._held.get(name, 0.0))
-                   for name, demand in active.items()
-                   if name != waiter.tenant and self._priorities[name] <= waiter.priority
-                   and self.served(name, now) <= passing)
+        return {name: min(budget.tokens * self._weights[name] / total_weight, BURST_HEADROOM * demand)
+                for name, demand in active.items()
+                if name != waiter.tenant and self._priorities[name] <= waiter.priority
+                and self.served(name, now) <= passing}
 
     def engine_priority(self, waiter: Waiter, now: float) -> int:
         """Where the engine should queue the request among those waiting inside it, lower
@@ -161,6 +173,7 @@ class ModelPool:
         for name in gone:
             del self._demand[name]
             self._served.pop(name, None)
+            self._granted.pop(name, None)
         return active
 
     def _demand_of(self, tenant: str, now: float) -> float:
@@ -208,6 +221,9 @@ class ModelPool:
         self._held[lease.tenant] = self._held.get(lease.tenant, 0.0) + lease.charge
         self.note_demand(lease.tenant, lease.weight, lease.priority, now)
         self._serve(lease.tenant, lease.charge, lease.weight, now)
+        if lease.tenant not in self._granted:
+            self._granted[lease.tenant] = FadingRate(self._window_s, now)
+        self._granted[lease.tenant].note(lease.charge, now)
         return lease
 
     def finish(self, lease: Lease, usage: Usage | None, now: float, *, released: bool = True,
@@ -256,16 +272,36 @@ class ModelPool:
 
     # -------------------------------------------------------------- foresight
 
-    def need(self, waiter: Waiter, budget: Budget, now: float) -> float:
-        """Budget tokens that must be released before `waiter` can start (it is queued last)."""
-        ahead = self.queue.charge_ahead(waiter)
-        reserve = self.reserved_for_others(waiter, budget, now)
-        return ahead + waiter.charge + reserve - (budget.tokens - self.in_flight)
-
     def foreseen_wait(self, waiter: Waiter, budget: Budget, now: float) -> float | None:
         """Seconds until `waiter` (the last of its tenant's line) could start; None while
-        the pace is unknown."""
-        return self.wait_s(self.need(waiter, budget, now), budget, now)
+        the pace is unknown. What others do meanwhile counts, or a flood's request queued
+        behind a light tenant is foreseen to start in time and refused after waiting in vain:
+        - room kept for a tenant (`kept_for_others`) is refilled by its own lease ends, so
+          these free nothing for `waiter` while that tenant holds no more than is kept for it;
+        - tenants it makes way for otherwise keep coming: what they are granted meanwhile is
+          released room it does not get."""
+        kept = self.kept_for_others(waiter, budget, now)
+        refilled = {name: level for name, level in kept.items() if self._held.get(name, 0.0) <= level + 1e-6}
+        reserve = sum(max(0.0, level - self._held.get(name, 0.0)) for name, level in kept.items())
+        need = self.queue.charge_ahead(waiter) + waiter.charge + reserve - (budget.tokens - self.in_flight)
+        wait = self.wait_s(need, budget, now, refilled)
+        inflow = self.inflow_ahead(waiter, budget, now, excluding=kept)
+        for _ in range(INFLOW_ROUNDS):
+            if not wait or not inflow:
+                break
+            wait = self.wait_s(need + inflow * wait, budget, now, refilled)
+        return wait
+
+    def inflow_ahead(self, waiter: Waiter, budget: Budget, now: float, excluding: Iterable[str] = ()) -> float:
+        """Budget tokens per second lately granted to the active tenants whose next requests
+        would be served before `waiter`: those of a higher class, and those of its class
+        served no more than its tenant will have been once it starts."""
+        passing = self.served(waiter.tenant, now) + budget.charge(waiter.cost) / waiter.weight
+        skipped = {waiter.tenant, *excluding}
+        return sum(self._granted[name].per_second(now) for name in self._active(budget, now)
+                   if name not in skipped and name in self._granted
+                   and (self._priorities[name] < waiter.priority
+                        or (self._priorities[name] == waiter.priority and self.served(name, now) <= passing)))
 
     def crowded_pace(self) -> float:
         """The pace at the crowd in flight now: an engine that batches runs each lease slower
@@ -295,9 +331,11 @@ class ModelPool:
         pace_so_far = max(self.pace.at(company), overdue, 1e-9)
         return now + pace * max(0.0, lease.output_tokens - held_s / pace_so_far)
 
-    def wait_s(self, need: float, budget: Budget, now: float) -> float | None:
+    def wait_s(self, need: float, budget: Budget, now: float, refilled: Mapping[str, float] = EMPTY) -> float | None:
         """Seconds until `need` budget tokens are released, foreseen from when each lease
-        in flight should end; None while the pace is unknown."""
+        in flight should end; None while the pace is unknown. `refilled` names the tenants
+        whose room is kept for them (and how much): their lease ends free nothing, and the
+        budget that turns over is the rest."""
         if need <= 0:
             return 0.0
         if not self.pace.known or budget.tokens <= 0 or not self.leases:
@@ -306,13 +344,14 @@ class ModelPool:
         overdue = self.overdue_pace(now)
         pace = max(self.crowded_pace(), overdue)
         ends = sorted((self._foreseen_end(lease, pace, overdue, now), lease.charge)
-                      for lease in self.leases.values())
+                      for lease in self.leases.values() if lease.tenant not in refilled)
         freed, last = 0.0, now
         for end, charge in ends:
             last = max(now, end)
             freed += charge
             if freed >= need:
                 return last - now
-        # Beyond all in flight: the budget turns over once per typical lease.
+        # Beyond all in flight: the budget not kept for others turns over once per typical lease.
         typical_s = pace * sum(lease.output_tokens for lease in self.leases.values()) / len(self.leases)
-        return last - now + math.ceil((need - freed) / budget.tokens) * typical_s
+        turnover = max(budget.tokens - sum(refilled.values()), budget.slot_tokens)
+        return last - now + math.ceil((need - freed) / turnover) * typical_s

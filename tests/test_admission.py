@@ -345,6 +345,69 @@ async def test_a_flood_is_foreseen_at_the_pace_the_engine_showed_at_that_crowd(m
     assert (await asyncio.wait_for(waiting, 0.5)).admitted
 
 
+async def test_the_leases_of_a_tenant_whose_room_is_kept_do_not_bring_a_floods_start_closer(make_controller):
+    controller, now = await taught_alone(make_controller)  # tenant "t" floods from here on
+    light = (await controller.admit(ticket(1, "light"))).lease_id
+    now[0] += 0.06  # light's lone request is most of the way through
+    await fill(controller, 2)  # t's share: half the slots
+    # t is past its share: light is kept 1.5 slots and holds one, so t must wait for room.
+    # Light's lease ends first, but only to refill light's room; t's own end ~0.3 s on
+    # (3x the lone pace, at three in flight): with the margin, past its 0.3 s wait limit.
+    started = time.monotonic()
+    refused = await controller.admit(ticket(10))
+    assert refused.outcome is Outcome.OVERLOADED and time.monotonic() - started < 0.05
+    await controller.release_many([light])
+
+
+def steady_pool(teacher: str) -> tuple[ModelPool, Budget]:
+    """A pool on one replica of REPLICA that saw a lone request of `teacher` take 0.1 s for 50 tokens."""
+    pool = ModelPool("m", Capacity(stale_after_s=1e9), fair_share_window_s=10.0)
+    pool.capacity.report("replica-0", REPLICA, 0.0)
+    budget = pool.capacity.budget(0.0)
+    pool.finish(grant(pool, budget, teacher, 0.0), Usage(50, 50), now=0.1)
+    return pool, budget
+
+
+def grant(pool: ModelPool, budget: Budget, tenant: str, now: float, priority: int = 0):
+    waiter = Waiter(ticket(0, tenant), "default", priority, 1.0, 100, 50, budget.charge(100), now + 0.3, now)
+    return pool.grant(waiter, f"lease-{tenant}-{now}-{len(pool.leases)}", budget, now, ttl_s=60.0)
+
+
+def test_what_tenants_served_first_are_granted_meanwhile_puts_off_a_requests_start():
+    def foreseen(trickler_priority: int) -> float:
+        pool, budget = steady_pool(teacher="served")
+        for tick in range(20):  # quick requests (a token each: they teach no pace)
+            now = 0.2 + tick / 10
+            for tenant, priority in [("served", 0), ("served", 0), ("trickler", trickler_priority)]:
+                pool.finish(grant(pool, budget, tenant, now, priority), Usage(50, 1), now=now)
+        for n in range(4):  # then "served" takes every slot, one every 0.02 s
+            grant(pool, budget, "served", 2.2 + n / 50)
+        now = 2.26
+        waiter = Waiter(ticket(9, "asking"), "default", 0, 1.0, 100, 50, budget.charge(100), now + 0.3, now)
+        pool.note_demand("asking", 1.0, 0, now, asking=waiter.charge)  # level with the least served
+        pool.enqueue(waiter, budget, now)
+        return pool.foreseen_wait(waiter, budget, now)
+
+    # Of its class and served no more, the trickler's next requests go first: "asking"
+    # starts not at the first lease end but at a later one. Of a lower class, they do not.
+    assert foreseen(trickler_priority=0) > 1.2 * foreseen(trickler_priority=1) > 0
+
+
+def test_a_tenant_held_to_its_share_is_foreseen_to_turn_over_only_its_own_room():
+    pool, budget = steady_pool(teacher="flood")
+    pool.finish(grant(pool, budget, "light", 0.2), Usage(50, 1), now=0.2)  # light is active
+    for _ in range(2):  # flood's share: half the slots; light is kept one and a half
+        grant(pool, budget, "flood", 0.3)
+    waiters = [Waiter(ticket(n, "flood"), "default", 0, 1.0, 100, 50, budget.charge(100), 10.0, 0.3)
+               for n in range(6)]
+    for waiter in waiters:
+        pool.note_demand("flood", 1.0, 0, 0.3, asking=waiter.charge)
+        pool.enqueue(waiter, budget, 0.3)
+    # Flood's two leases end in 0.2 s (twice the lone pace, at two in flight); then its room
+    # turns over two at a time, not the whole budget's four: the sixth starts at 0.6 s.
+    assert pool.foreseen_wait(waiters[-1], budget, 0.3) == pytest.approx(0.6)
+
+
 async def test_a_prompt_estimate_near_the_context_does_not_make_requests_look_instant(make_controller):
     roomy = EngineStats(kv_capacity_tokens=10_000, max_num_seqs=4, max_model_len=1000)
     controller = await make_controller(stats=roomy, classes={"default": {"ttft_slo_s": 0.5, "max_queue_wait_s": 0.15}})

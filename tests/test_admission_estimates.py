@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from serve_app.estimates import FadingSum, PaceCurve, PeakWindow, Spread
+from serve_app.estimates import FadingRate, FadingSum, PaceCurve, PeakWindow, Spread
 
 
 def test_a_peak_is_remembered_for_the_window_and_then_forgotten():
@@ -70,3 +70,25 @@ def test_each_crowd_band_learns_its_own_smoothed_pace():
     assert curve.at(8.5) == pytest.approx(0.015)
     curve.note(0.002, crowd=1.0)  # another band leaves it alone
     assert curve.at(8.5) == pytest.approx(0.015)
+
+
+def test_a_fading_rate_reads_a_steady_flow_whatever_its_age():
+    rate = FadingRate(10.0, now=0.0)
+    for tick in range(1, 301):  # 5 per second, in fifths of a second
+        rate.note(1.0, now=tick / 5)
+        if tick in (10, 50, 300):  # at 2 s, 10 s and 60 s old
+            assert rate.per_second(tick / 5) == pytest.approx(5.0, rel=0.1)
+
+
+def test_a_fading_rate_forgets_a_flow_that_stopped():
+    rate = FadingRate(10.0, now=0.0)
+    for tick in range(1, 51):
+        rate.note(1.0, now=tick / 5)
+    flowing = rate.per_second(10.0)
+    assert rate.per_second(40.0) < 0.1 * flowing
+
+
+def test_a_fading_rate_counts_a_first_note_over_at_least_its_least_age():
+    rate = FadingRate(10.0, now=0.0, min_age_s=1.0)
+    rate.note(3.0, now=0.0)
+    assert rate.per_second(0.0) == pytest.approx(3.0, rel=0.06)
