@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -56,6 +58,8 @@ class Engine:
     slots: int
     """Sequences served at once: the closed loop that measures capacity keeps them busy."""
     ttft_slo_s: float
+    burst_fraction: float = 0.0
+    """Admission's share of the engine's slots kept for the least served tenant's bursts."""
 
 
 def simulated_engine(max_batch: int = 32, step_s: float = 0.06, per_seq_s: float = 0.0002,
@@ -83,6 +87,19 @@ def vllm_engine(model_path: str, max_num_seqs: int, output_tokens: int, slo_s: f
     return Engine("vllm", "tiny-llama", entry, input_tokens, output_tokens, max_num_seqs, slo_s)
 
 
+def with_burst_slots(engine: Engine, burst_slots: int) -> Engine:
+    """The engine with `burst_slots` more sequence slots, kept by admission for the least
+    served tenant's bursts: the fair shares keep the slots they had."""
+    if not burst_slots:
+        return engine
+    entry = copy.deepcopy(engine.models_entry)
+    settings = entry["simulated"] if engine.name == "simulated" else entry["engine_args"]
+    key = "max_batch" if engine.name == "simulated" else "max_num_seqs"
+    settings[key] = engine.slots + burst_slots
+    return dataclasses.replace(engine, models_entry=entry,
+                               burst_fraction=burst_slots / (engine.slots + burst_slots))
+
+
 def engine_arg(text: str) -> tuple[str, Any]:
     """"max_num_batched_tokens=256" -> ("max_num_batched_tokens", 256)."""
     key, separator, value = text.partition("=")
@@ -100,6 +117,7 @@ def app_config(engine: Engine, admission_on: bool, ingress: str = "haproxy") -> 
         "auth": {"keys": [{"sha256": key_hash(key), "tenant": tenant} for tenant, key in KEYS.items()],
                  "keys_env": None},
         "admission": {"enabled": admission_on, "num_cpus": 0.05, "max_queued": 8192,
+                      "burst_fraction": engine.burst_fraction,
                       "classes": {"default": {"ttft_slo_s": engine.ttft_slo_s}},
                       "tenants": [{"name": name} for name in KEYS]},
         "http": {"host": "127.0.0.1", "port": 8000, "ingress": ingress, "drain_period_s": 2},
@@ -452,6 +470,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--input-tokens", type=int, default=64, help="vllm: prompt tokens per request")
     parser.add_argument("--engine-arg", type=engine_arg, action="append", default=[], metavar="KEY=VALUE",
                         help="vllm: an engine argument over the defaults (a YAML value; null drops one)")
+    parser.add_argument("--burst-slots", type=int, default=0,
+                        help="sequence slots added to the engine and kept by admission for the "
+                             "least served tenant's bursts (admission.burst_fraction)")
     parser.add_argument("--output-tokens", type=int, default=None)
     parser.add_argument("--overhead-rates", type=lambda t: [float(x) for x in t.split(",")],
                         default=[50.0, 100.0, 200.0])
@@ -476,6 +497,7 @@ def command(args: argparse.Namespace) -> None:
                              args.engine_cores, args.input_tokens, dict(args.engine_arg))
         if args.engine_cores:
             keep_off_engine_cores(args.engine_cores)
+    engine = with_burst_slots(engine, args.burst_slots)
     if {"overload", "fairness"} & set(args.runs):
         results["admission"] = run_admission(engine, args, out)
     if "overhead" in args.runs:

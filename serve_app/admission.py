@@ -5,7 +5,8 @@ exceptions, cross this seam; `serve_app.outcomes` maps them to HTTP). In order:
 
 1. the tenant's limits (requests and tokens per minute, requests at once): 429;
 2. the model's budget, summed from what its live replicas report (`capacity`):
-   a request that fits, within its tenant's fair share (`pool`), starts now;
+   a request that fits, within its tenant's fair share (`pool`), starts now, and so
+   does a light tenant's burst beyond the shares' room, in the burst room if one is kept;
 3. otherwise it waits (`fair_queue`: by class, then by weighted token cost, then
    FIFO) if it can start before its class's deadline, as foreseen from when the
    leases in flight will end; if it cannot, it is refused now with 503 and a
@@ -97,8 +98,9 @@ class AdmissionController:
         pool.note_demand(waiter.tenant, waiter.weight, waiter.priority, now, asking=waiter.charge)
         if not pool.queue.length:
             pool.start_afresh(waiter.tenant, budget, now)
-            if pool.fit(waiter, budget, now) is Fit.FITS:
-                return self._grant(pool, waiter, ledger, now)
+            fit = pool.fit(waiter, budget, now)
+            if fit.starts:
+                return self._grant(pool, waiter, ledger, now, fit)
         waiter.future = asyncio.get_running_loop().create_future()
         pool.enqueue(waiter, budget, now)
         self._dispatch(pool, now)
@@ -156,7 +158,8 @@ class AdmissionController:
         models = {}
         for name, pool in self._pools.items():
             budget = pool.capacity.budget(now)
-            models[name] = {"in_flight_tokens": pool.in_flight, "leases": len(pool.leases),
+            models[name] = {"in_flight_tokens": pool.in_flight, "burst_tokens": pool.burst_in_flight,
+                            "leases": len(pool.leases),
                             "queued": pool.queue.length, "budget_tokens": budget.tokens,
                             "sequences": budget.sequences, "replicas": budget.replicas,
                             "token_s": pool.crowded_pace() if pool.pace.known else None,
@@ -220,21 +223,23 @@ class AdmissionController:
         return decision
 
     def _dispatch(self, pool: ModelPool, now: float) -> None:
-        """Start waiting requests while the next in line fits."""
+        """Start waiting requests while the next in line fits. One that finds no room blocks
+        those behind it (big requests are not starved), but for a start in the burst room."""
         if not pool.queue.length:
             return
         budget = pool.capacity.budget(now)
         while pool.queue.length:
+            blocked = False
             for waiter in pool.queue.heads():
                 fit = pool.fit(waiter, budget, now)
-                if fit is Fit.FITS:
+                if fit is Fit.BURST or (fit is Fit.FITS and not blocked):
                     pool.queue.remove(waiter)
-                    waiter.future.set_result(self._grant(pool, waiter, self._tenants.ledger(waiter.tenant, now), now))
+                    ledger = self._tenants.ledger(waiter.tenant, now)
+                    waiter.future.set_result(self._grant(pool, waiter, ledger, now, fit))
                     break
-                if fit is Fit.NO_ROOM:  # first in line blocks the rest: big requests are not starved
-                    return
+                blocked = blocked or fit is Fit.NO_ROOM
             else:
-                return  # every head is beyond its tenant's share
+                return  # every head is beyond its tenant's share, or blocked
 
     def _refuse_late(self, pool: ModelPool, now: float) -> None:
         """Refuse now, not at their deadline, waiting requests that can no longer start in
@@ -255,11 +260,12 @@ class AdmissionController:
                     f"{waiter.deadline - waiter.arrived:.3g} s (its class's wait limit)"))
                 waiter = pool.queue.last_of(waiter.priority, waiter.tenant)
 
-    def _grant(self, pool: ModelPool, waiter: Waiter, ledger: TenantLedger, now: float) -> Decision:
+    def _grant(self, pool: ModelPool, waiter: Waiter, ledger: TenantLedger, now: float,
+               fit: Fit = Fit.FITS) -> Decision:
         budget = pool.capacity.budget(now)
         engine_priority = pool.engine_priority(waiter, now)
         lease = pool.grant(waiter, f"{self._lease_prefix}{next(self._lease_numbers)}", budget, now,
-                           self._config.lease_ttl_s)
+                           self._config.lease_ttl_s, burst=fit is Fit.BURST)
         self._leases[lease.lease_id] = lease
         self._metrics.decided(pool.name, waiter.tenant, Outcome.ADMITTED.value)
         return Decision(Outcome.ADMITTED, lease_id=lease.lease_id, limits=ledger.rate_limits(now),
@@ -298,7 +304,8 @@ class AdmissionController:
             config = self._config
             capacity = Capacity(kv_fraction=config.kv_budget_fraction, max_sequences=config.max_in_flight,
                                 stale_after_s=config.report_stale_after_s,
-                                engine_queue_fraction=config.engine_queue_fraction)
+                                engine_queue_fraction=config.engine_queue_fraction,
+                                burst_fraction=config.burst_fraction)
             pool = self._pools[model] = ModelPool(model, capacity, config.fair_share_window_s)
         return pool
 

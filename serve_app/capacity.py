@@ -37,6 +37,8 @@ class Budget:
     sequences: int
     replicas: int
     max_model_len: int = 0
+    burst_tokens: float = 0.0
+    """KV tokens held back from the shares, for the bursts of the least served tenant."""
 
     @property
     def slot_tokens(self) -> float:
@@ -71,8 +73,10 @@ class Capacity:
     """One model's replicas as last reported, and the budget they add up to."""
 
     def __init__(self, *, kv_fraction: float = 1.0, max_sequences: int = 1 << 30,
-                 stale_after_s: float = 3.0, engine_queue_fraction: float = 0.0) -> None:
+                 stale_after_s: float = 3.0, engine_queue_fraction: float = 0.0,
+                 burst_fraction: float = 0.0) -> None:
         self._kv_fraction = kv_fraction
+        self._burst_fraction = burst_fraction
         self._queue_fraction = engine_queue_fraction
         self._max_sequences = max_sequences
         self._stale_after_s = stale_after_s
@@ -100,5 +104,9 @@ class Capacity:
         tokens = sum(stats.kv_capacity_tokens for stats in live) * self._kv_fraction
         sequences = min(self._max_sequences, sum(stats.max_num_seqs + queue_allowance(stats, self._queue_fraction)
                                                  for stats in live))
-        return Budget(tokens=tokens * self.factor, sequences=max(1, math.floor(sequences * self.factor)),
-                      replicas=len(live), max_model_len=min(stats.max_model_len for stats in live))
+        sequences = max(1, math.floor(sequences * self.factor))
+        burst = math.floor(sequences * self._burst_fraction + 1e-9) if sequences > 1 else 0
+        tokens *= self.factor
+        return Budget(tokens=tokens * (sequences - burst) / sequences, sequences=sequences - burst,
+                      replicas=len(live), max_model_len=min(stats.max_model_len for stats in live),
+                      burst_tokens=tokens * burst / sequences)

@@ -12,6 +12,11 @@ share of slots is fairness at an instant, service is fairness over time, and a l
 tenant's burst beyond its slots may use the room of a tenant served far more lately. A
 tenant that becomes active starts level with the least served of the others, so a
 newcomer that floods cannot pass for the least served.
+
+A share of the slots may be kept out of the shares altogether (`Budget.burst_tokens`):
+a tenant granted less than its weighted share of all grants lately starts there when the
+shares have no room for it. An engine never preempts a running sequence to make room, so
+without it a light tenant's burst beyond its room waits for a flood's leases to end.
 """
 
 from __future__ import annotations
@@ -57,12 +62,20 @@ class Lease:
     expires_at: float
     lease_s_at_grant: float = 0.0
     """The pool's lease-seconds so far when it was granted (see `ModelPool.lease_s`)."""
+    burst: bool = False
+    """Held in the burst room (`Budget.burst_tokens`), not within the shares."""
 
 
 class Fit(Enum):
     FITS = "fits"
+    BURST = "burst"
+    """No room within the shares, but the least served tenant may take the burst room."""
     NO_ROOM = "no_room"
     OVER_SHARE = "over_share"
+
+    @property
+    def starts(self) -> bool:
+        return self in (Fit.FITS, Fit.BURST)
 
 
 class ModelPool:
@@ -72,6 +85,7 @@ class ModelPool:
         self.queue = FairQueue()
         self.leases: dict[str, Lease] = {}  # in grant order: the oldest is expected to end first
         self.in_flight = 0.0
+        self.burst_in_flight = 0.0
         self.pace = PaceCurve(PACE_SMOOTHING)
         """Seconds a lease is held per output token, grant to release, by the leases in
         flight alongside it."""
@@ -122,10 +136,27 @@ class ModelPool:
         charge = budget.charge(waiter.cost)
         room = budget.tokens - self.in_flight
         if not budget.tokens or charge > room + 1e-6:
-            return Fit.NO_ROOM
-        if charge + self.reserved_for_others(waiter, budget, now) <= room + 1e-6:
+            shortfall = Fit.NO_ROOM
+        elif charge + self.reserved_for_others(waiter, budget, now) <= room + 1e-6:
             return Fit.FITS
-        return Fit.OVER_SHARE
+        else:
+            shortfall = Fit.OVER_SHARE
+        if charge <= budget.burst_tokens - self.burst_in_flight + 1e-6 and self._granted_below_share(waiter, budget, now):
+            return Fit.BURST
+        return shortfall
+
+    def _granted_below_share(self, waiter: Waiter, budget: Budget, now: float) -> bool:
+        """Whether the tenant was lately granted less than its weighted share of all that was
+        granted, with other tenants active (so never when alone). By grant rates, not by the
+        fair queue's service: that starts a newcomer level with the least served, so a light
+        tenant's burst at a flood's onset would count as its being served as much as the flood."""
+        others = [name for name in self._active(budget, now) if name != waiter.tenant]
+        if not others:
+            return False
+        names = [*others, waiter.tenant]
+        rates = [self._granted[name].per_second(now) if name in self._granted else 0.0 for name in names]
+        weights = [self._weights.get(name, waiter.weight) for name in names]
+        return rates[-1] < sum(rates) * weights[-1] / sum(weights)
 
     def reserved_for_others(self, waiter: Waiter, budget: Budget, now: float) -> float:
         """Room kept for other tenants' shares, if `waiter` would take its tenant past its own."""
@@ -211,13 +242,17 @@ class ModelPool:
     def _active_or_serving(self, budget: Budget, now: float) -> list[str]:
         return [*self._active(budget, now), *self.serving()]
 
-    def grant(self, waiter: Waiter, lease_id: str, budget: Budget, now: float, ttl_s: float) -> Lease:
+    def grant(self, waiter: Waiter, lease_id: str, budget: Budget, now: float, ttl_s: float,
+              burst: bool = False) -> Lease:
         self._integrate(now)
         lease = Lease(lease_id, self.name, waiter.tenant, waiter.weight, waiter.priority, waiter.cost,
                       budget.charge(waiter.cost), budget.slot_tokens, waiter.ticket.prompt_tokens, waiter.output_tokens,
-                      now, now + ttl_s, self.lease_s)
+                      now, now + ttl_s, self.lease_s, burst)
         self.leases[lease_id] = lease
-        self.in_flight += lease.charge
+        if burst:
+            self.burst_in_flight += lease.charge
+        else:
+            self.in_flight += lease.charge
         self._held[lease.tenant] = self._held.get(lease.tenant, 0.0) + lease.charge
         self.note_demand(lease.tenant, lease.weight, lease.priority, now)
         self._serve(lease.tenant, lease.charge, lease.weight, now)
@@ -230,7 +265,10 @@ class ModelPool:
                first_byte_s: float | None = None) -> None:
         self._integrate(now)
         del self.leases[lease.lease_id]
-        self.in_flight = max(0.0, self.in_flight - lease.charge)
+        if lease.burst:
+            self.burst_in_flight = max(0.0, self.burst_in_flight - lease.charge)
+        else:
+            self.in_flight = max(0.0, self.in_flight - lease.charge)
         held = self._held[lease.tenant] - lease.charge
         # Charges differ as the budget moves, so the last lease's end can leave a rounding
         # residue; kept, it would count the tenant as serving forever, and a newcomer's
@@ -335,7 +373,7 @@ class ModelPool:
         """Seconds until `need` budget tokens are released, foreseen from when each lease
         in flight should end; None while the pace is unknown. `refilled` names the tenants
         whose room is kept for them (and how much): their lease ends free nothing, and the
-        budget that turns over is the rest."""
+        budget that turns over is the rest. Nor does a burst lease's end free room in the budget."""
         if need <= 0:
             return 0.0
         if not self.pace.known or budget.tokens <= 0 or not self.leases:
@@ -344,7 +382,7 @@ class ModelPool:
         overdue = self.overdue_pace(now)
         pace = max(self.crowded_pace(), overdue)
         ends = sorted((self._foreseen_end(lease, pace, overdue, now), lease.charge)
-                      for lease in self.leases.values() if lease.tenant not in refilled)
+                      for lease in self.leases.values() if not lease.burst and lease.tenant not in refilled)
         freed, last = 0.0, now
         for end, charge in ends:
             last = max(now, end)

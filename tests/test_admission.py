@@ -801,3 +801,45 @@ async def test_a_tenant_refused_for_want_of_room_gets_the_next_room_kept_for_it(
     await controller.release_many([flood[0].lease_id])
     assert not (await controller.admit(ticket(11, "flood"))).admitted  # the freed slot is kept for light
     assert (await controller.admit(ticket(12, "light"))).admitted
+
+
+# ----------------------------------------------------------------- burst room
+
+BURSTY = EngineStats(kv_capacity_tokens=3000, max_num_seqs=12, max_model_len=1000)
+"""Twelve slots of 250 tokens: with a burst fraction of 1/3, eight within the shares, four kept."""
+
+
+async def test_a_burst_of_a_tenant_granted_below_its_share_starts_at_once_in_the_burst_room(make_controller):
+    controller = await make_controller(max_queued=100, stats=BURSTY, burst_fraction=1 / 3)
+    await controller.release_many([d.lease_id for d in await fill(controller, 4, tenant="flood")])
+    await fill(controller, 2, tenant="light")
+    flood = await fill(controller, 5, tenant="flood")  # all the shares' room but the slot kept for light
+    backlog = [asyncio.create_task(controller.admit(ticket(n, "flood"))) for n in range(10, 12)]
+    await until(lambda: controller._pools["m"].queue.length == 2)
+    # Light's burst: one in the room kept for it, three in the burst room, none waiting for
+    # a flood's lease to end (the engine would not preempt one to make room).
+    burst = [await controller.admit(ticket(20 + n, "light")) for n in range(4)]
+    assert all(decision.admitted for decision in burst)
+    assert controller._pools["m"].burst_in_flight == 3 * 250
+    await controller.release_many([burst[-1].lease_id])  # a burst lease frees burst room only
+    await asyncio.sleep(0.01)
+    assert not any(task.done() for task in backlog)
+    await controller.release_many([flood[0].lease_id])
+    assert (await asyncio.wait_for(backlog[0], 0.5)).admitted
+    backlog[1].cancel()
+
+
+async def test_a_tenant_alone_never_uses_the_burst_room(make_controller):
+    controller = await make_controller(stats=BURSTY, burst_fraction=1 / 3,
+                                       classes={"default": {"ttft_slo_s": 0.1, "max_queue_wait_s": 0.05}})
+    await fill(controller, 8, tenant="alone")
+    assert (await controller.admit(ticket(9, "alone"))).outcome is Outcome.QUEUE_TIMEOUT
+
+
+async def test_a_tenant_granted_more_than_its_share_never_uses_the_burst_room(make_controller):
+    controller = await make_controller(stats=BURSTY, burst_fraction=1 / 3,
+                                       classes={"default": {"ttft_slo_s": 0.1, "max_queue_wait_s": 0.05}})
+    await fill(controller, 2, tenant="light")
+    await fill(controller, 5, tenant="flood")  # light is kept a slot more: the shares are full
+    assert (await controller.admit(ticket(9, "flood"))).outcome is Outcome.QUEUE_TIMEOUT
+    assert (await controller.admit(ticket(10, "light"))).admitted

@@ -93,3 +93,18 @@ def test_engine_queue_counts_requests_waiting_for_a_slot():
     assert engine_queue(EngineStats(running=12, max_num_seqs=10)) == 2  # vLLM: unfinished beyond the limit
     assert engine_queue(EngineStats(running=10, max_num_seqs=10, waiting=4)) == 4
     assert engine_queue(EngineStats(running=6, max_num_seqs=10, waiting=4)) == 0  # only waiting for a step
+
+
+def test_a_burst_fraction_keeps_slots_and_their_tokens_out_of_the_shares():
+    capacity = Capacity(burst_fraction=0.25)
+    capacity.report("a", REPLICA, now=0.0)
+    capacity.report("b", REPLICA, now=0.0)
+    budget = capacity.budget(0.0)
+    assert (budget.sequences, budget.tokens, budget.burst_tokens) == (15, 15_000, 5_000)
+    assert budget.slot_tokens == 1_000  # a slot is the same size in the burst room
+
+
+def test_a_lone_slot_is_never_kept_for_bursts():
+    capacity = Capacity(burst_fraction=0.5)
+    capacity.report("a", EngineStats(kv_capacity_tokens=1000, max_num_seqs=1, max_model_len=1000), now=0.0)
+    assert capacity.budget(0.0).sequences == 1 and capacity.budget(0.0).burst_tokens == 0

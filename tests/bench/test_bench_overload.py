@@ -7,8 +7,11 @@ import argparse
 import pytest
 
 from bench.client import RequestResult
-from bench.overload import app_config, engine_arg, markdown, point, simulated_engine, vllm_engine
+from bench.overload import app_config, engine_arg, markdown, point, simulated_engine, vllm_engine, with_burst_slots
 from bench.stats import Slo, summarise
+from serve_app.capacity import Capacity
+from serve_app.config import AdmissionConfig
+from serve_app.protocol import EngineStats
 
 SLO = Slo(ttft_s=1.0)
 
@@ -60,3 +63,15 @@ def test_engine_args_from_the_command_line_override_the_shared_settings():
 def test_an_engine_arg_without_a_value_is_refused():
     with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
         engine_arg("max_num_batched_tokens")
+
+
+@pytest.mark.parametrize("make", [lambda: simulated_engine(max_batch=8),
+                                  lambda: vllm_engine("models/tiny-llama", 8, 64, 3.0)])
+def test_burst_slots_are_added_to_the_engine_and_kept_out_of_the_shares(make):
+    engine = with_burst_slots(make(), 4)
+    settings = engine.models_entry.get("simulated") or engine.models_entry["engine_args"]
+    assert settings.get("max_batch", settings.get("max_num_seqs")) == 12
+    admission = AdmissionConfig.model_validate(app_config(engine, True)["admission"])
+    capacity = Capacity(burst_fraction=admission.burst_fraction)
+    capacity.report("r", EngineStats(kv_capacity_tokens=12_000, max_num_seqs=12, max_model_len=2048), 0.0)
+    assert capacity.budget(0.0).sequences == 8 == engine.slots  # the shares keep their slots
