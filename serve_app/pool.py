@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 from dataclasses import dataclass
 from enum import Enum
+from types import MappingProxyType
 
 from serve_app.capacity import Budget, Capacity
 from serve_app.estimates import FadingRate, FadingSum, PaceCurve, PeakWindow, Spread
@@ -69,7 +69,7 @@ class Lease:
 class Fit(Enum):
     FITS = "fits"
     BURST = "burst"
-    """No room within the shares, but the least served tenant may take the burst room."""
+    """No room within the shares, but a tenant granted below its share may take the burst room."""
     NO_ROOM = "no_room"
     OVER_SHARE = "over_share"
 
