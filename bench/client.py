@@ -77,6 +77,8 @@ class RequestResult:
 class LoadRun:
     results: list[RequestResult]
     wall_s: float
+    started_at: float = 0.0
+    """`time.perf_counter()` when the run began: results' `start_s` count from it."""
 
 
 def make_client(endpoint: Endpoint, max_connections: int = 4096) -> aiohttp.ClientSession:
@@ -193,7 +195,7 @@ async def run_load(client: aiohttp.ClientSession, endpoint: Endpoint, specs: Seq
     else:
         await _open_loop(one, load, len(specs), run_start)
     wall = time.perf_counter() - run_start
-    return LoadRun([r for r in results if r is not None], wall)
+    return LoadRun([r for r in results if r is not None], wall, run_start)
 
 
 async def _closed_loop(one: Callable[[int], Any], count: int, concurrency: int) -> None:

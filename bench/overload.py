@@ -33,6 +33,7 @@ import yaml
 from bench.arrivals import ClosedLoop, OpenLoop
 from bench.client import Endpoint, RequestResult
 from bench.launcher import Running, launch, stop, wait_first_completion
+from bench.loop_lag import LoopLag
 from bench.measure import append_requests, measure, warm_up
 from bench.stats import Slo, meets, percentile, summarise
 from bench.systems import LOCAL_CONFIG, App, EngineSettings, Model
@@ -158,6 +159,10 @@ class Point:
     """Refusals by the error code in their body (e.g. overloaded, queue_timeout)."""
     load_average: float | None = None
     """The machine's 1-minute load average when the point ended: other work shares the cores."""
+    refusal_p99_net_s: float | None = None
+    """Refusal p99 less the load generator's own stalls while each was in flight (`LoopLag`)."""
+    client_stall_s: float | None = None
+    """Seconds the load generator's event loop was held up during the point."""
 
 
 def point(label: str, rate: float, results: list[RequestResult], summary: Any, slo: Slo) -> Point:
@@ -176,6 +181,15 @@ def point(label: str, rate: float, results: list[RequestResult], summary: Any, s
     return Point(label, rate, len(results), summary.succeeded, goodput, summary.ttft_s.p50,
                  summary.ttft_s.p99, refused, percentile(times, 50), percentile(times, 99), others,
                  refused_codes=dict(Counter(_code(r.error) for r in refusals)))
+
+
+def client_share(lag: LoopLag, started_at: float, results: list[RequestResult]) -> tuple[float | None, float]:
+    """Refusal p99 net of the load generator's stalls while each refusal was in flight, and
+    the stalls' total over the point (`started_at`: perf_counter time of `start_s` 0)."""
+    net = [max(0.0, r.e2e_s - lag.within(started_at + r.start_s, started_at + r.start_s + r.e2e_s))
+           for r in results if r.failure in ("429", "503") and r.e2e_s is not None]
+    first = started_at + min((r.start_s for r in results), default=0.0)
+    return percentile(net, 99), round(lag.within(first, float("inf")), 3)
 
 
 def _code(error: str | None) -> str:
@@ -209,8 +223,9 @@ async def open_loop(base_url: str, engine: Engine, tenant: str, rate: float, dur
     count = max(1, round(rate * duration_s))
     slo = Slo(ttft_s=engine.ttft_slo_s)
     client_cpu_s = time.process_time()
-    measured = await measure(endpoint(base_url, tenant, timeout_s), specs(engine, count, seed),
-                             OpenLoop(rate, seed=seed), slo, [cpu_pid] if cpu_pid else (), label=label)
+    async with LoopLag() as lag:
+        measured = await measure(endpoint(base_url, tenant, timeout_s), specs(engine, count, seed),
+                                 OpenLoop(rate, seed=seed), slo, [cpu_pid] if cpu_pid else (), label=label)
     client_cpu_s = time.process_time() - client_cpu_s
     if record is not None:
         append_requests(record, {"point": label}, measured.run)
@@ -219,6 +234,7 @@ async def open_loop(base_url: str, engine: Engine, tenant: str, rate: float, dur
         r.start_s -= after_s
     found = point(label, rate, results, summarise(results, measured.run.wall_s, slo), slo)
     found.load_average = round(os.getloadavg()[0], 1)
+    found.refusal_p99_net_s, found.client_stall_s = client_share(lag, measured.run.started_at + after_s, results)
     if measured.cpu is not None:
         per_request: dict[str, float] = {}
         for name, seconds in measured.cpu.by_name.items():
@@ -516,14 +532,16 @@ def _ms(seconds: float | None) -> str:
 
 def points_table(points: list[dict[str, Any]]) -> list[str]:
     lines = ["| run | offered req/s | sent | ok | goodput req/s | TTFT p50 / p99 ms (admitted) "
-             "| refused (code: n) | refusal p50 / p99 ms | other failures | load avg |",
-             "|---|---:|---:|---:|---:|---:|---|---:|---|---:|"]
+             "| refused (code: n) | refusal p50 / p99 ms | refusal p99 net of client stalls ms "
+             "| client stalls s | other failures | load avg |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|"]
     for p in points:
         refused = ", ".join(f"{k}: {v}" for k, v in (p.get("refused_codes") or p["refused"]).items()) or "-"
         others = ", ".join(f"{k}: {v}" for k, v in p["other_failures"].items()) or "-"
         lines.append(f"| {p['label']} | {p['rate']:.1f} | {p['sent']} | {p['ok']} | {p['goodput_rps']:.2f} "
                      f"| {_ms(p['admitted_ttft_p50_s'])} / {_ms(p['admitted_ttft_p99_s'])} | {refused} "
-                     f"| {_ms(p['refusal_p50_s'])} / {_ms(p['refusal_p99_s'])} | {others} "
+                     f"| {_ms(p['refusal_p50_s'])} / {_ms(p['refusal_p99_s'])} | {_ms(p.get('refusal_p99_net_s'))} "
+                     f"| {p.get('client_stall_s', '-')} | {others} "
                      f"| {p.get('load_average') or '-'} |")
     return lines
 

@@ -7,7 +7,9 @@ import argparse
 import pytest
 
 from bench.client import RequestResult
-from bench.overload import app_config, engine_arg, markdown, point, simulated_engine, vllm_engine, with_burst_slots
+from bench.loop_lag import LoopLag
+from bench.overload import (app_config, client_share, engine_arg, markdown, point, simulated_engine, vllm_engine,
+                            with_burst_slots)
 from bench.stats import Slo, summarise
 from serve_app.capacity import Capacity
 from serve_app.config import AdmissionConfig
@@ -75,3 +77,11 @@ def test_burst_slots_are_added_to_the_engine_and_kept_out_of_the_shares(make):
     capacity = Capacity(burst_fraction=admission.burst_fraction)
     capacity.report("r", EngineStats(kv_capacity_tokens=12_000, max_num_seqs=12, max_model_len=2048), 0.0)
     assert capacity.budget(0.0).sequences == 8 == engine.slots  # the shares keep their slots
+
+
+def test_a_refusal_is_timed_net_of_the_load_generators_stalls_while_it_was_in_flight():
+    lag = LoopLag()
+    lag.stalls = [(100.02, 100.05)]  # the client's loop was held up for 30 ms
+    results = [refused(0.01, 503, 0.05), served(0.1, 0.2)]
+    net_p99, stalls = client_share(lag, 100.0, results)
+    assert abs(net_p99 - 0.02) < 1e-9 and stalls == 0.03
