@@ -158,7 +158,7 @@ class AdmissionController:
         models = {}
         for name, pool in self._pools.items():
             budget = pool.capacity.budget(now)
-            models[name] = {"in_flight_tokens": pool.in_flight, "burst_tokens": pool.burst_in_flight,
+            models[name] = {"in_flight_tokens": pool.in_flight, "burst_in_flight_tokens": pool.burst_in_flight,
                             "leases": len(pool.leases),
                             "queued": pool.queue.length, "budget_tokens": budget.tokens,
                             "sequences": budget.sequences, "replicas": budget.replicas,
