@@ -36,9 +36,10 @@ from serve_app.capacity import Budget, Capacity
 from serve_app.capacity_reporter import CONTROLLER_DEPLOYMENT
 from serve_app.channel.admission_server import AdmissionServer
 from serve_app.config import AdmissionConfig, Tenant
+from serve_app.drain import Lease
 from serve_app.fair_queue import Waiter
 from serve_app.outcomes import OUTCOMES, Decision, Outcome, Ticket, Usage
-from serve_app.pool import Fit, Lease, ModelPool
+from serve_app.pool import Fit, ModelPool
 from serve_app.protocol import EngineStats, ReplyAddress
 from serve_app.tenants import TenantLedger, Tenants
 
@@ -162,7 +163,7 @@ class AdmissionController:
                             "leases": len(pool.leases),
                             "queued": pool.queue.length, "budget_tokens": budget.tokens,
                             "sequences": budget.sequences, "replicas": budget.replicas,
-                            "token_s": pool.crowded_pace() if pool.pace.known else None,
+                            "token_s": pool.drain.crowded_pace() if pool.drain.pace.known else None,
                             "prompt_scale": pool.prompt_scale,
                             "first_byte_s": pool.first_byte.mean, "first_byte_high_s": pool.first_byte.high}
         queued = sum(pool.queue.length for pool in self._pools.values())
@@ -209,7 +210,7 @@ class AdmissionController:
             if future.done():  # granted in the same instant the deadline passed
                 return future.result()
             later = self._clock()
-            retry_s = pool.wait_s(waiter.charge, budget, later)
+            retry_s = pool.drain.wait_s(waiter.charge, budget, later)
             return self._drop(pool, waiter, ledger, Outcome.QUEUE_TIMEOUT, retry_s, later,
                               "no capacity freed up in time for this request's class")
         except asyncio.CancelledError:  # the router gave up: hand back what it was granted

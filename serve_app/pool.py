@@ -22,13 +22,12 @@ without it a light tenant's burst beyond its room waits for a flood's leases to 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from enum import Enum
-from types import MappingProxyType
 
 from serve_app.capacity import Budget, Capacity
-from serve_app.estimates import FadingRate, FadingSum, PaceCurve, PeakWindow, Spread
+from serve_app.drain import Lease, LeaseDrain
+from serve_app.estimates import FadingRate, FadingSum, PeakWindow, Spread
 from serve_app.fair_queue import FairQueue, Waiter
 from serve_app.outcomes import Ticket, Usage
 
@@ -38,32 +37,9 @@ START_SMOOTHING = 0.05
 PROMPT_SMOOTHING = 0.05
 PROMPT_SCALE_RANGE = (0.25, 4.0)
 BURST_HEADROOM = 1.5  # room kept for a tenant: its recent peak and half again, for its next burst
-EMPTY: Mapping[str, float] = MappingProxyType({})
 INFLOW_ROUNDS = 2
 """Times a foreseen wait is redone with what others will be granted ahead during it: each
 round adds the next term of a geometric series, enough while they take well under the drain."""
-
-
-@dataclass(eq=False)
-class Lease:
-    lease_id: str
-    model: str
-    tenant: str
-    weight: float
-    priority: int
-    cost: int
-    charge: float
-    floor: float
-    """The least budget tokens any request held when this one was granted (a slot)."""
-    prompt_estimate: int
-    output_tokens: int
-    """Most tokens it may generate: how long it is held scales with them."""
-    granted_at: float
-    expires_at: float
-    lease_s_at_grant: float = 0.0
-    """The pool's lease-seconds so far when it was granted (see `ModelPool.lease_s`)."""
-    burst: bool = False
-    """Held in the burst room (`Budget.burst_tokens`), not within the shares."""
 
 
 class Fit(Enum):
@@ -83,16 +59,9 @@ class ModelPool:
         self.name = name
         self.capacity = capacity
         self.queue = FairQueue()
-        self.leases: dict[str, Lease] = {}  # in grant order: the oldest is expected to end first
+        self.drain = LeaseDrain(PACE_SMOOTHING)
         self.in_flight = 0.0
         self.burst_in_flight = 0.0
-        self.pace = PaceCurve(PACE_SMOOTHING)
-        """Seconds a lease is held per output token, grant to release, by the leases in
-        flight alongside it."""
-        self.lease_s = 0.0
-        """Leases in flight integrated over time: a lease's mean company is the growth of this
-        over its life divided by its length."""
-        self._lease_s_at = 0.0
         self.prompt_scale = 1.0
         """Engine-counted prompt tokens per router-estimated one, learned from usage."""
         self.first_byte = Spread(START_SMOOTHING)
@@ -242,13 +211,15 @@ class ModelPool:
     def _active_or_serving(self, budget: Budget, now: float) -> list[str]:
         return [*self._active(budget, now), *self.serving()]
 
+    @property
+    def leases(self) -> dict[str, Lease]:
+        return self.drain.leases
+
     def grant(self, waiter: Waiter, lease_id: str, budget: Budget, now: float, ttl_s: float,
               burst: bool = False) -> Lease:
-        self._integrate(now)
-        lease = Lease(lease_id, self.name, waiter.tenant, waiter.weight, waiter.priority, waiter.cost,
-                      budget.charge(waiter.cost), budget.slot_tokens, waiter.ticket.prompt_tokens, waiter.output_tokens,
-                      now, now + ttl_s, self.lease_s, burst)
-        self.leases[lease_id] = lease
+        lease = self.drain.add(Lease(lease_id, self.name, waiter.tenant, waiter.weight, waiter.priority, waiter.cost,
+                                     budget.charge(waiter.cost), budget.slot_tokens, waiter.ticket.prompt_tokens,
+                                     waiter.output_tokens, now, now + ttl_s, burst=burst), now)
         if burst:
             self.burst_in_flight += lease.charge
         else:
@@ -263,8 +234,10 @@ class ModelPool:
 
     def finish(self, lease: Lease, usage: Usage | None, now: float, *, released: bool = True,
                first_byte_s: float | None = None) -> None:
-        self._integrate(now)
-        del self.leases[lease.lease_id]
+        generated = usage.completion_tokens if usage is not None else lease.output_tokens
+        # An expired lease says nothing about how long requests take, nor does a very short
+        # one, whose time is mostly the fixed cost of starting (a readiness probe, say).
+        self.drain.remove(lease, now, generated if released and generated >= MIN_PACE_TOKENS else None)
         if lease.burst:
             self.burst_in_flight = max(0.0, self.burst_in_flight - lease.charge)
         else:
@@ -274,11 +247,6 @@ class ModelPool:
         # residue; kept, it would count the tenant as serving forever, and a newcomer's
         # fair-queue counter and service would be lifted only to its stale level.
         self._held[lease.tenant] = held if held > 1e-6 * lease.charge else 0.0
-        generated = usage.completion_tokens if usage is not None else lease.output_tokens
-        # An expired lease says nothing about how long requests take, nor does a very short
-        # one, whose time is mostly the fixed cost of starting (a readiness probe, say).
-        if released and generated >= MIN_PACE_TOKENS:
-            self._learn_pace(lease, generated, now)
         if usage is not None:
             self._learn(lease, usage)
             self._serve(lease.tenant, max(float(usage.total), lease.floor) - lease.charge, lease.weight, now)
@@ -291,16 +259,6 @@ class ModelPool:
         served = self._served.get(tenant)
         if served is not None:  # a tenant gone from the window has nothing to count against
             served.add(charge / weight, now)
-
-    def _integrate(self, now: float) -> None:
-        self.lease_s += len(self.leases) * (now - self._lease_s_at)
-        self._lease_s_at = now
-
-    def _learn_pace(self, lease: Lease, generated: int, now: float) -> None:
-        held_s = now - lease.granted_at
-        pace = held_s / generated
-        company = (self.lease_s - lease.lease_s_at_grant) / held_s if held_s > 0 else float(len(self.leases) + 1)
-        self.pace.note(pace, company)
 
     def _learn(self, lease: Lease, usage: Usage) -> None:
         if usage.prompt_tokens and lease.prompt_estimate:
@@ -322,12 +280,12 @@ class ModelPool:
         refilled = {name: level for name, level in kept.items() if self._held.get(name, 0.0) <= level + 1e-6}
         reserve = sum(max(0.0, level - self._held.get(name, 0.0)) for name, level in kept.items())
         need = self.queue.charge_ahead(waiter) + waiter.charge + reserve - (budget.tokens - self.in_flight)
-        wait = self.wait_s(need, budget, now, refilled)
+        wait = self.drain.wait_s(need, budget, now, refilled)
         inflow = self.inflow_ahead(waiter, budget, now, excluding=kept)
         for _ in range(INFLOW_ROUNDS):
             if not wait or not inflow:
                 break
-            wait = self.wait_s(need + inflow * wait, budget, now, refilled)
+            wait = self.drain.wait_s(need + inflow * wait, budget, now, refilled)
         return wait
 
     def inflow_ahead(self, waiter: Waiter, budget: Budget, now: float, excluding: Iterable[str] = ()) -> float:
@@ -340,56 +298,3 @@ class ModelPool:
                    if name not in skipped and name in self._granted
                    and (self._priorities[name] < waiter.priority
                         or (self._priorities[name] == waiter.priority and self.served(name, now) <= passing)))
-
-    def crowded_pace(self) -> float:
-        """The pace at the crowd in flight now: an engine that batches runs each lease slower
-        the more there are. Above any crowd seen it is stretched in proportion, as a
-        compute-bound engine slows (see `PaceCurve`): when a quiet spell taught the pace, this
-        keeps a sudden flood from being queued as if it would be served as fast, then refused
-        after waiting. The first release at a larger crowd shows how much this engine slows."""
-        return self.pace.at(len(self.leases))
-
-    def overdue_pace(self, now: float) -> float:
-        """The least pace the leases in flight prove: when most of them are held longer
-        than the learned pace foresaw (the load rose faster than releases could teach),
-        requests now take at least this long per token. A lone stuck lease proves nothing."""
-        shown = sorted((now - lease.granted_at) / max(1, lease.output_tokens) for lease in self.leases.values())
-        return shown[len(shown) // 2] if shown else 0.0
-
-    def _foreseen_end(self, lease: Lease, pace: float, overdue: float, now: float) -> float:
-        """When a lease should end: the tokens it has yet to generate, at `pace`. What it has
-        generated so far is foreseen from the crowd it ran in until now (or the `overdue` pace
-        if leases prove slower), so one that ran most of its life in a quiet engine is not
-        foreseen as if it had crawled at today's crowded pace from the start (at a flood's
-        onset that refused a light tenant's burst). `lease_s` must be integrated to `now`."""
-        held_s = now - lease.granted_at
-        if held_s <= 0:
-            return now + pace * lease.output_tokens
-        company = (self.lease_s - lease.lease_s_at_grant) / held_s
-        pace_so_far = max(self.pace.at(company), overdue, 1e-9)
-        return now + pace * max(0.0, lease.output_tokens - held_s / pace_so_far)
-
-    def wait_s(self, need: float, budget: Budget, now: float, refilled: Mapping[str, float] = EMPTY) -> float | None:
-        """Seconds until `need` budget tokens are released, foreseen from when each lease
-        in flight should end; None while the pace is unknown. `refilled` names the tenants
-        whose room is kept for them (and how much): their lease ends free nothing, and the
-        budget that turns over is the rest. Nor does a burst lease's end free room in the budget."""
-        if need <= 0:
-            return 0.0
-        if not self.pace.known or budget.tokens <= 0 or not self.leases:
-            return None
-        self._integrate(now)
-        overdue = self.overdue_pace(now)
-        pace = max(self.crowded_pace(), overdue)
-        ends = sorted((self._foreseen_end(lease, pace, overdue, now), lease.charge)
-                      for lease in self.leases.values() if not lease.burst and lease.tenant not in refilled)
-        freed, last = 0.0, now
-        for end, charge in ends:
-            last = max(now, end)
-            freed += charge
-            if freed >= need:
-                return last - now
-        # Beyond all in flight: the budget not kept for others turns over once per typical lease.
-        typical_s = pace * sum(lease.output_tokens for lease in self.leases.values()) / len(self.leases)
-        turnover = max(budget.tokens - sum(refilled.values()), budget.slot_tokens)
-        return last - now + math.ceil((need - freed) / turnover) * typical_s
