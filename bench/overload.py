@@ -60,7 +60,7 @@ class Engine:
     """Sequences served at once: the closed loop that measures capacity keeps them busy."""
     ttft_slo_s: float
     burst_fraction: float = 0.0
-    """Admission's share of the engine's slots kept for the least served tenant's bursts."""
+    """Admission's share of the engine's slots kept for the bursts of tenants granted below their share."""
 
 
 def simulated_engine(max_batch: int = 32, step_s: float = 0.06, per_seq_s: float = 0.0002,
@@ -89,8 +89,8 @@ def vllm_engine(model_path: str, max_num_seqs: int, output_tokens: int, slo_s: f
 
 
 def with_burst_slots(engine: Engine, burst_slots: int) -> Engine:
-    """The engine with `burst_slots` more sequence slots, kept by admission for the least
-    served tenant's bursts: the fair shares keep the slots they had."""
+    """The engine with `burst_slots` more sequence slots, kept by admission for the bursts of
+    tenants granted below their share: the fair shares keep the slots they had."""
     if not burst_slots:
         return engine
     entry = copy.deepcopy(engine.models_entry)
@@ -487,8 +487,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--engine-arg", type=engine_arg, action="append", default=[], metavar="KEY=VALUE",
                         help="vllm: an engine argument over the defaults (a YAML value; null drops one)")
     parser.add_argument("--burst-slots", type=int, default=0,
-                        help="sequence slots added to the engine and kept by admission for the "
-                             "least served tenant's bursts (admission.burst_fraction)")
+                        help="sequence slots added to the engine and kept by admission for the bursts "
+                             "of tenants granted below their share (admission.burst_fraction)")
     parser.add_argument("--output-tokens", type=int, default=None)
     parser.add_argument("--overhead-rates", type=lambda t: [float(x) for x in t.split(",")],
                         default=[50.0, 100.0, 200.0])

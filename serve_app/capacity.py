@@ -38,7 +38,7 @@ class Budget:
     replicas: int
     max_model_len: int = 0
     burst_tokens: float = 0.0
-    """KV tokens held back from the shares, for the bursts of the least served tenant."""
+    """KV tokens held back from the shares, for the bursts of tenants granted below their share."""
 
     @property
     def slot_tokens(self) -> float:

@@ -243,11 +243,11 @@ class AdmissionConfig(Strict):
     was served more than average), so it blunts the fair queue's finer order."""
     burst_fraction: float = Field(default=0.0, ge=0.0, le=0.5)
     """Share of the replicas' sequence slots (and KV tokens) kept out of the fair shares, for
-    the bursts of the tenant served least lately while others are active too: its request that
-    finds no room starts at once in this room instead of waiting for a flood's lease to end
-    (an engine only queues, it does not preempt a running sequence for a slot). A tenant alone
-    never uses it, so a replica's own slots must allow for it (with 0.25, max_num_seqs 12 gives
-    the shares 9 slots and bursts 3)."""
+    the bursts of tenants granted less than their weighted share of all grants lately, while
+    others are active too: such a request that finds no room starts at once in this room
+    instead of waiting for a flood's lease to end (an engine only queues, it does not preempt
+    a running sequence for a slot). A tenant alone never uses it, so a replica's own slots
+    must allow for it (with 0.25, max_num_seqs 12 gives the shares 9 slots and bursts 3)."""
     report_stale_after_s: PositiveFloat = 3.0
     """A replica that has not reported its capacity for this long counts as gone (replicas
     report every 0.5 s)."""
