@@ -129,8 +129,11 @@ class ModelPool:
 
     def reserved_for_others(self, waiter: Waiter, budget: Budget, now: float) -> float:
         """Room kept for other tenants' shares, if `waiter` would take its tenant past its own."""
-        return sum(max(0.0, level - self._held.get(name, 0.0))
-                   for name, level in self.kept_for_others(waiter, budget, now).items())
+        return self._unheld(self.kept_for_others(waiter, budget, now))
+
+    def _unheld(self, kept: dict[str, float]) -> float:
+        """Of the room `kept` for each tenant, what the tenant does not hold now."""
+        return sum(max(0.0, level - self._held.get(name, 0.0)) for name, level in kept.items())
 
     def kept_for_others(self, waiter: Waiter, budget: Budget, now: float) -> dict[str, float]:
         """The budget tokens kept for each other tenant, if `waiter` would take its tenant past
@@ -278,8 +281,8 @@ class ModelPool:
           released room it does not get."""
         kept = self.kept_for_others(waiter, budget, now)
         refilled = {name: level for name, level in kept.items() if self._held.get(name, 0.0) <= level + 1e-6}
-        reserve = sum(max(0.0, level - self._held.get(name, 0.0)) for name, level in kept.items())
-        need = self.queue.charge_ahead(waiter) + waiter.charge + reserve - (budget.tokens - self.in_flight)
+        need = (self.queue.charge_ahead(waiter) + waiter.charge + self._unheld(kept)
+                - (budget.tokens - self.in_flight))
         wait = self.drain.wait_s(need, budget, now, refilled)
         inflow = self.inflow_ahead(waiter, budget, now, excluding=kept)
         for _ in range(INFLOW_ROUNDS):
