@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from serve_app.config import ModelConfig
+from serve_app.engines import io_slice
 
 
 def resolve_executor(model: ModelConfig) -> str:
@@ -72,8 +73,11 @@ def cpu_thread_binding(world_size: int, cores: list[int]) -> str:
 
 def engine_env(model: ModelConfig, cores: list[int]) -> dict[str, str]:
     """Environment the engine needs before vLLM is imported. CPU threads are bound when the
-    config names cores (any world size) or when several ranks must split this process's cores."""
+    config names cores (any world size) or when several ranks must split this process's cores.
+    The engine core's socket threads get a short scheduler slice (`io_slice`) unless the
+    model's `env` sets its own (0 turns it off)."""
     env = dict(model.env)
+    env.setdefault(io_slice.ENV, str(io_slice.DEFAULT_US))
     binding = model.parallelism.cpu_thread_binding
     if model.device == "cpu" and (binding or model.parallelism.world_size > 1):
         env.setdefault(
