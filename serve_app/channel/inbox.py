@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import deque
 
 from serve_app.channel.frames import DATA, END, FrameReader, is_hello
 from serve_app.protocol import ReplyAddress
@@ -13,19 +14,38 @@ logger = logging.getLogger("ray.serve")
 
 
 class Inbox:
-    """One request's chunks, in order; `None` marks the end."""
+    """One request's chunks, in order; `None` marks the end.
+
+    A reader that has fallen behind gets every chunk waiting for it in one piece: a
+    saturated router then pays one response write per request per turn, not one per
+    token, and catches up. A reader that keeps up gets each chunk as it comes."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+        self._items: deque[bytes | BaseException | None] = deque()
+        self._waiter: asyncio.Future[None] | None = None
 
     def put(self, item: bytes | BaseException | None) -> None:
-        self._queue.put_nowait(item)
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def get(self) -> bytes | None:
-        item = await self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        """The chunks waiting (at least one, joined), else the end (None) or the error."""
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if not isinstance(self._items[0], bytes):
+            item = self._items.popleft()
+            if isinstance(item, BaseException):
+                raise item
+            return None
+        chunks = []
+        while self._items and isinstance(self._items[0], bytes):
+            chunks.append(self._items.popleft())
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class _Connection(asyncio.Protocol):

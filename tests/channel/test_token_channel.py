@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from serve_app.channel.inbox import InboxServer
+from serve_app.channel.inbox import Inbox, InboxServer
 from serve_app.channel.outbox import Outboxes
 from serve_app.protocol import ReplyAddress
 
@@ -28,7 +28,7 @@ async def test_chunks_arrive_in_order_and_end(server):
     received = []
     while (chunk := await asyncio.wait_for(inbox.get(), 2)) is not None:
         received.append(chunk)
-    assert received == [f"chunk {index}".encode() for index in range(5)]
+    assert b"".join(received) == b"".join(f"chunk {index}".encode() for index in range(5))
 
 
 async def test_streams_of_many_requests_share_one_connection_and_stay_apart(server):
@@ -42,8 +42,36 @@ async def test_streams_of_many_requests_share_one_connection_and_stay_apart(serv
     for name in inboxes:
         outbox.end(name.encode())
     for name, inbox in inboxes.items():
-        got = [await asyncio.wait_for(inbox.get(), 2) for _ in range(4)]
-        assert got == [f"{name}:{step}".encode() for step in range(3)] + [None]
+        got = [await asyncio.wait_for(inbox.get(), 2) for _ in range(2)]
+        assert got == [b"".join(f"{name}:{step}".encode() for step in range(3)), None]
+
+
+async def test_a_reader_that_keeps_up_gets_each_chunk_as_it_comes():
+    inbox = Inbox()
+    for index in range(3):
+        reading = asyncio.ensure_future(inbox.get())
+        await asyncio.sleep(0)
+        inbox.put(f"token {index}".encode())
+        assert await asyncio.wait_for(reading, 1) == f"token {index}".encode()
+
+
+async def test_a_reader_behind_gets_the_waiting_chunks_in_one_piece_then_the_end():
+    inbox = Inbox()
+    for index in range(3):
+        inbox.put(f"token {index};".encode())
+    inbox.put(None)
+    assert await inbox.get() == b"token 0;token 1;token 2;"
+    assert await inbox.get() is None
+
+
+async def test_chunks_before_an_error_are_delivered_before_it_is_raised():
+    inbox = Inbox()
+    inbox.put(b"token 0;")
+    inbox.put(b"token 1;")
+    inbox.put(ConnectionError("replica lost"))
+    assert await inbox.get() == b"token 0;token 1;"
+    with pytest.raises(ConnectionError):
+        await inbox.get()
 
 
 async def test_frames_queued_in_one_loop_turn_leave_in_one_write(server, monkeypatch):
