@@ -32,6 +32,13 @@ def descendants_titled(pid: int, title: str) -> list[int]:
     return [child for child in descendants(pid) if title in cmdline(child)]
 
 
+def engine_core_pid() -> int:
+    """The one vLLM engine-core process under this one (the shared stack's replica's)."""
+    cores = descendants_titled(os.getpid(), "VLLM::EngineCore")
+    assert len(cores) == 1, cores
+    return cores[0]
+
+
 def cmdline(pid: int) -> str:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.e2e.fault_load import Ended, Report, chat_body, request_once, waited_for
-from tests.e2e.serve_process import descendants_titled
+from tests.e2e.serve_process import engine_core_pid
 from tests.e2e.stack import API_KEY, Stack, local_config, running_stack
 
 HEALTH_CHECK_PERIOD_S = 1.0
@@ -33,12 +33,6 @@ def stack(tiny_model) -> Iterator[Stack]:
                                                 "health_check_timeout_s": 10.0})
     with running_stack(config.model_copy(update={"models": [model]})) as running:
         yield running
-
-
-def engine_core_pid() -> int:
-    cores = descendants_titled(os.getpid(), "VLLM::EngineCore")
-    assert len(cores) == 1, cores
-    return cores[0]
 
 
 def deployment_status(stack: Stack) -> str:

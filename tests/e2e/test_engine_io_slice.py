@@ -3,13 +3,12 @@ the replica asked for (serve_app/engines/io_slice.py); its step thread keeps the
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from serve_app.engines import io_slice
-from tests.e2e.serve_process import descendants_titled
+from tests.e2e.serve_process import engine_core_pid
 from tests.e2e.stack import Stack
 
 SHORT_NS = io_slice.DEFAULT_US * 1000
@@ -24,7 +23,7 @@ def thread_slices(pid: int) -> dict[int, tuple[str, int | None]]:
 def test_the_engine_cores_socket_threads_preempt_its_step_thread(stack: Stack):
     if io_slice.thread_slice() in (None, SHORT_NS):
         pytest.skip("no per-thread fair-scheduling slice on this kernel")
-    [engine_core] = descendants_titled(os.getpid(), "VLLM::EngineCore")
+    engine_core = engine_core_pid()
     slices = thread_slices(engine_core)
     zeromq_io = [slice_ns for name, slice_ns in slices.values() if name.startswith("ZMQbg/IO")]
     short = [tid for tid, (_, slice_ns) in slices.items() if slice_ns == SHORT_NS]
