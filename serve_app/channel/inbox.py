@@ -45,7 +45,7 @@ class Inbox:
         chunks = []
         while self._items and isinstance(self._items[0], bytes):
             chunks.append(self._items.popleft())
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return b"".join(chunks)  # a lone chunk comes back as it is, not copied
 
 
 class _Connection(asyncio.Protocol):
