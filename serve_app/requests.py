@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic_core import PydanticCustomError
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+NEEDS_CONTENT = ("system", "developer", "user", "tool")  # as OpenAI: only assistant (and function) may omit it
 Stop = Union[Annotated[str, Field(max_length=1024)], Annotated[list[str], Field(max_length=16)], None]
 
 
@@ -40,6 +42,12 @@ class Message(_Body):
     role: Role
     content: Union[str, list[ContentPart], None] = None
     name: str | None = None
+
+    @model_validator(mode="after")
+    def _content_where_required(self) -> Message:
+        if self.content is None and self.role in NEEDS_CONTENT:
+            raise PydanticCustomError("missing_content", "a {role} message needs 'content'", {"role": self.role})
+        return self
 
 
 class StreamOptions(_Body):

@@ -152,6 +152,8 @@ def test_out_of_range_values_are_refused(fields):
         {"model": "m", "messages": [{"content": "hi"}]},
         {"model": "m", "messages": "hi"},
         {"model": "m", "messages": [{"role": "user", "content": 5}]},
+        {"model": "m", "messages": [{"role": "user"}]},
+        {"model": "m", "messages": [USER, {"role": "tool", "content": None}]},
         {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
         {"messages": [USER]},
         {"model": "", "messages": [USER]},
@@ -159,6 +161,7 @@ def test_out_of_range_values_are_refused(fields):
         {"model": "m"},
     ],
     ids=["empty-messages", "invalid-role", "missing-role", "messages-string", "content-number",
+         "user-without-content", "tool-null-content",
          "text-part-number", "missing-model", "empty-model", "model-number", "missing-messages"],
 )
 def test_malformed_chat_bodies_are_refused(body):

@@ -90,6 +90,7 @@ def test_completion_shaped_bodies_are_answered_or_refused_cleanly(client, body):
     ({"model": "m", "messages": []}, "messages"),
     ({"model": "m", "messages": [{"role": "wizard", "content": "hi"}]}, "messages"),
     ({"model": "m", "messages": "hi"}, "messages"),
+    ({"model": "m", "messages": [{"role": "user"}]}, "messages"),
     ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
 ])
 def test_known_bad_bodies_are_400_naming_the_parameter(client, body, param):
@@ -97,6 +98,13 @@ def test_known_bad_bodies_are_400_naming_the_parameter(client, body, param):
     response = client.post("/v1/chat/completions", content=content, headers=AUTH)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
+
+
+def test_a_message_without_content_is_named_in_the_error(client):
+    body = {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user"}]}
+    response = client.post("/v1/chat/completions", json=body, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "messages.1: a user message needs 'content'"
 
 
 def test_a_body_over_the_limit_is_413_before_it_is_read_whole(client):
