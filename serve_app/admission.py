@@ -179,7 +179,7 @@ class AdmissionController:
                      max(0.0, service_class.ttft_slo_s - pool.first_byte.high))
         prompt, output = pool.cost(ticket, budget)
         return Waiter(ticket, class_name, service_class.priority, tenant.weight, prompt + output,
-                      pool.foreseen_output(ticket, budget), budget.charge(prompt + output),
+                      pool.foreseen_output(ticket, budget), budget.charge(prompt + output, ticket.sequences),
                       deadline=now + wait_s, arrived=now)
 
     def _service_class(self, tenant: Tenant, requested: str | None) -> str:

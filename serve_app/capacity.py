@@ -46,9 +46,10 @@ class Budget:
         so one token budget also keeps the sequence limit."""
         return self.tokens / self.sequences if self.sequences else 0.0
 
-    def charge(self, cost: int) -> float:
-        """Budget tokens a request of `cost` tokens holds (a lone giant still fits)."""
-        return min(max(float(cost), self.slot_tokens), self.tokens) if self.tokens else float(cost)
+    def charge(self, cost: int, sequences: int = 1) -> float:
+        """Budget tokens a request of `cost` tokens holds: at least a slot per sequence it
+        runs, at most the whole budget (a lone giant still fits)."""
+        return min(max(float(cost), self.slot_tokens * sequences), self.tokens) if self.tokens else float(cost)
 
 
 NO_BUDGET = Budget(tokens=0.0, sequences=0, replicas=0)

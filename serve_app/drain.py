@@ -29,7 +29,8 @@ class Lease:
     cost: int
     charge: float
     floor: float
-    """The least budget tokens any request held when this one was granted (a slot)."""
+    """The least budget tokens a request of as many sequences held when this one was granted
+    (a slot each)."""
     prompt_estimate: int
     output_tokens: int
     """Most tokens it may generate: how long it is held scales with them."""

@@ -42,6 +42,10 @@ class Waiter:
     def tenant(self) -> str:
         return self.ticket.tenant
 
+    @property
+    def sequences(self) -> int:
+        return self.ticket.sequences
+
 
 class FairQueue:
     def __init__(self) -> None:

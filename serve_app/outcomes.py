@@ -63,6 +63,9 @@ class Ticket:
     max_tokens: int
     priority_class: str | None = None
     """Requested class (header); it can only lower the tenant's priority."""
+    sequences: int = 1
+    """Sequences the engine runs for it: `n` completions of each prompt. Each holds a
+    sequence slot and may generate `max_tokens`."""
 
 
 @dataclass(frozen=True)

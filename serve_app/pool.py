@@ -78,12 +78,13 @@ class ModelPool:
         self._window_s = fair_share_window_s
 
     def cost(self, ticket: Ticket, budget: Budget) -> tuple[int, int]:
-        """Prompt tokens (calibrated estimate) and max output, the output capped by the context."""
+        """Prompt tokens (calibrated estimate) and max output of all its sequences, each
+        sequence's output capped by the context."""
         prompt = max(1, math.ceil(ticket.prompt_tokens * self.prompt_scale))
         output = ticket.max_tokens
         if budget.max_model_len:
             output = max(1, min(output, budget.max_model_len - prompt))
-        return prompt, output
+        return prompt, output * ticket.sequences
 
     @staticmethod
     def foreseen_output(ticket: Ticket, budget: Budget) -> int:
@@ -102,7 +103,7 @@ class ModelPool:
     def fit(self, waiter: Waiter, budget: Budget, now: float) -> Fit:
         # Charged against the budget of now: one foreseen when no replica had reported
         # would let a crowd of requests in as if sequences were free.
-        charge = budget.charge(waiter.cost)
+        charge = budget.charge(waiter.cost, waiter.sequences)
         room = budget.tokens - self.in_flight
         if not budget.tokens or charge > room + 1e-6:
             shortfall = Fit.NO_ROOM
@@ -140,7 +141,7 @@ class ModelPool:
         its share: for those it would not overtake by weighted token cost even with this request."""
         active = self._active(budget, now)
         total_weight = sum(self._weights[name] for name in active) or 1.0
-        charge = budget.charge(waiter.cost)
+        charge = budget.charge(waiter.cost, waiter.sequences)
         if self._held.get(waiter.tenant, 0.0) + charge <= budget.tokens * waiter.weight / total_weight + 1e-6:
             return {}
         passing = self.served(waiter.tenant, now) + charge / waiter.weight
@@ -221,7 +222,8 @@ class ModelPool:
     def grant(self, waiter: Waiter, lease_id: str, budget: Budget, now: float, ttl_s: float,
               burst: bool = False) -> Lease:
         lease = self.drain.add(Lease(lease_id, self.name, waiter.tenant, waiter.weight, waiter.priority, waiter.cost,
-                                     budget.charge(waiter.cost), budget.slot_tokens, waiter.ticket.prompt_tokens,
+                                     budget.charge(waiter.cost, waiter.sequences),
+                                     budget.slot_tokens * waiter.sequences, waiter.ticket.prompt_tokens,
                                      waiter.output_tokens, now, now + ttl_s, burst=burst), now)
         if burst:
             self.burst_in_flight += lease.charge
@@ -295,7 +297,7 @@ class ModelPool:
         """Budget tokens per second lately granted to the active tenants whose next requests
         would be served before `waiter`: those of a higher class, and those of its class
         served no more than its tenant will have been once it starts."""
-        passing = self.served(waiter.tenant, now) + budget.charge(waiter.cost) / waiter.weight
+        passing = self.served(waiter.tenant, now) + budget.charge(waiter.cost, waiter.sequences) / waiter.weight
         skipped = {waiter.tenant, *excluding}
         return sum(self._granted[name].per_second(now) for name in self._active(budget, now)
                    if name not in skipped and name in self._granted

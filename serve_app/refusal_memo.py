@@ -25,14 +25,15 @@ MAX_ENTRIES = 4096  # tenant lines remembered at once; expired ones are dropped 
 @dataclass(frozen=True)
 class Memo:
     decision: Decision
-    prompt_tokens: int
-    max_tokens: int
+    refused: Ticket
     noted_at: float
     until: float
 
     def covers(self, ticket: Ticket, now: float) -> bool:
-        return now < self.until and ticket.prompt_tokens >= self.prompt_tokens \
-            and ticket.max_tokens >= self.max_tokens
+        """Whether `ticket` asks for no less than the refused one did."""
+        refused = self.refused
+        return now < self.until and ticket.prompt_tokens >= refused.prompt_tokens \
+            and ticket.max_tokens >= refused.max_tokens and ticket.sequences >= refused.sequences
 
 
 Line = tuple[str, str, str | None]
@@ -53,7 +54,7 @@ class RefusalMemo:
         if len(self._memos) >= MAX_ENTRIES:
             self._forget_expired(now)
         if len(self._memos) < MAX_ENTRIES:
-            self._memos[_line(ticket)] = Memo(decision, ticket.prompt_tokens, ticket.max_tokens, now, now + hold_s)
+            self._memos[_line(ticket)] = Memo(decision, ticket, now, now + hold_s)
 
     def recall(self, ticket: Ticket) -> Decision | None:
         """The refusal a request like `ticket` would get now, if the memo still holds."""

@@ -79,6 +79,9 @@ class ChatRequest(_Sampling):
     def requested_output_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    def sequences(self) -> int:
+        return self.n
+
     def prompt_chars(self) -> int:
         return sum(_content_chars(message.content) for message in self.messages)
 
@@ -90,6 +93,11 @@ class CompletionRequest(_Sampling):
 
     def requested_output_tokens(self) -> int | None:
         return self.max_tokens
+
+    def sequences(self) -> int:
+        """`n` completions of each prompt in a batch."""
+        batch = isinstance(self.prompt, list) and bool(self.prompt) and not isinstance(self.prompt[0], int)
+        return self.n * (len(self.prompt) if batch else 1)
 
     def prompt_chars(self) -> int:
         if isinstance(self.prompt, str):

@@ -161,7 +161,7 @@ class OpenAIEndpoint:
         body.pop("max_completion_tokens", None)
         prompt_tokens = math.ceil(parsed.prompt_chars() / 4)
         ticket = Ticket(model.name, tenant, request.state.request_id, prompt_tokens, body["max_tokens"],
-                        priority_class(request, state.config))
+                        priority_class(request, state.config), parsed.sequences())
         decision = await state.gate.admit(ticket)
         if not decision.admitted:
             raise refusal(decision)

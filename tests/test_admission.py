@@ -45,8 +45,8 @@ class RecordingMetrics:
 
 
 def ticket(n: int = 0, tenant: str = "t", prompt: int = 50, max_tokens: int = 50,
-           priority_class: str | None = None) -> Ticket:
-    return Ticket("m", tenant, f"req-{n}", prompt, max_tokens, priority_class)
+           priority_class: str | None = None, sequences: int = 1) -> Ticket:
+    return Ticket("m", tenant, f"req-{n}", prompt, max_tokens, priority_class, sequences)
 
 
 def settings(**overrides: object) -> AdmissionConfig:
@@ -130,6 +130,21 @@ async def test_a_large_request_is_charged_its_tokens_not_a_slot(make_controller)
     waiting = asyncio.create_task(controller.admit(ticket(2)))
     await until(lambda: controller._pools["m"].queue.length == 1)
     waiting.cancel()
+
+
+async def test_a_request_for_several_completions_holds_a_slot_for_each(make_controller):
+    controller = await make_controller()  # 4 slots of 250 tokens
+    assert (await controller.admit(ticket(0, sequences=3))).admitted
+    assert (await controller.admit(ticket(1))).admitted
+    waiting = asyncio.create_task(controller.admit(ticket(2)))
+    await until(lambda: controller._pools["m"].queue.length == 1)
+    waiting.cancel()
+
+
+async def test_each_sequence_of_a_request_is_charged_its_max_tokens(make_controller):
+    controller = await make_controller()
+    assert (await controller.admit(ticket(0, prompt=50, max_tokens=300, sequences=2))).admitted
+    assert (await controller.snapshot())["models"]["m"]["in_flight_tokens"] == 650  # 50 + 2 x 300
 
 
 async def test_max_tokens_is_capped_by_the_context_when_charged(make_controller):

@@ -65,6 +65,13 @@ def test_a_request_is_charged_at_least_a_slot_and_at_most_the_whole_budget():
     assert budget.charge(5000) == 1000
 
 
+def test_a_request_of_several_sequences_is_charged_a_slot_for_each():
+    budget = Budget(tokens=1000, sequences=4, replicas=1)
+    assert budget.charge(10, sequences=3) == 750
+    assert budget.charge(900, sequences=3) == 900
+    assert budget.charge(10, sequences=16) == 1000
+
+
 @pytest.mark.parametrize("saturated", [
     EngineStats(kv_capacity_tokens=10_000, max_num_seqs=10, running=10, waiting=3),
     EngineStats(kv_capacity_tokens=10_000, max_num_seqs=10, running=12),  # vLLM: unfinished > limit

@@ -238,6 +238,14 @@ async def test_a_request_unlike_the_refused_one_is_still_asked_for(unlike, fake,
     assert (await gate.admit(unlike)).admitted and len(controller.asked) == 2
 
 
+async def test_a_request_of_fewer_sequences_than_the_refused_one_is_still_asked_for(fake, admission):
+    controller = fake(overloaded_for_half_a_second)
+    gate = await connected(AdmissionGate(controller, admission()))
+    await gate.admit(Ticket("m", "t", "req", 10, 10, sequences=4))
+    controller.behaviour = grants
+    assert (await gate.admit(TICKET)).admitted and len(controller.asked) == 2
+
+
 async def test_refusals_from_memory_hold_no_longer_than_configured(fake, admission):
     now = [0.0]
     controller = fake(overloaded_for_half_a_second)

@@ -102,6 +102,14 @@ def test_admitted_responses_carry_rate_limits_and_release_with_usage():
     assert 0 <= gate.first_byte_s < 1
     ticket = gate.tickets[0]
     assert (ticket.model, ticket.tenant, ticket.max_tokens, ticket.priority_class) == ("m", "default", 4, None)
+    assert ticket.sequences == 1
+
+
+def test_admission_is_asked_for_every_sequence_a_request_runs():
+    http, gate = client(Decision(Outcome.ADMITTED, lease_id="lease-1", limits=LIMITS))
+    assert http.post("/v1/chat/completions", json={**CHAT, "n": 3}).status_code == 200
+    assert http.post("/v1/completions", json={"model": "m", "prompt": ["a", "b"], "n": 2}).status_code == 200
+    assert [ticket.sequences for ticket in gate.tickets] == [3, 4]
 
 
 def test_an_admitted_request_reaches_the_engine_with_the_queue_place_admission_gave_it():

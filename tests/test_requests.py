@@ -52,6 +52,17 @@ def test_full_chat_body_is_accepted():
     assert request.messages[4].model_extra == {"tool_call_id": "call-1"}
 
 
+@pytest.mark.parametrize("prompt, n, sequences", [
+    ("once", 1, 1), ("once", 3, 3), ([1, 2, 3], 2, 2), (["a", "b"], 1, 2), ([[1], [2], [3]], 2, 6),
+])
+def test_a_completion_runs_n_sequences_for_each_prompt_of_a_batch(prompt, n, sequences):
+    assert CompletionRequest.model_validate(completion(prompt=prompt, n=n)).sequences() == sequences
+
+
+def test_a_chat_runs_n_sequences():
+    assert ChatRequest.model_validate(chat(n=4)).sequences() == 4
+
+
 def test_content_parts_are_accepted_and_text_parts_counted():
     body = chat(messages=[{"role": "user", "content": [
         {"type": "text", "text": "What is in "},
@@ -219,3 +230,4 @@ def test_validation_either_succeeds_or_raises_validation_error(body, kind):
         return
     request.requested_output_tokens()
     request.prompt_chars()
+    assert request.sequences() >= 1
