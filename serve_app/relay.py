@@ -23,6 +23,7 @@ from ray.serve.exceptions import BackPressureError
 
 from serve_app.channel.inbox import Inbox, InboxServer
 from serve_app.errors import error_body
+from serve_app.outcomes import Usage
 from serve_app.protocol import EngineRequest, ReplyHead
 
 logger = logging.getLogger("ray.serve")
@@ -47,7 +48,9 @@ REPLICA_ERRORS = (RayError, BackPressureError, ReplicaLost)
 class OpenedReply:
     head: ReplyHead
     first: bytes
-    rest: AsyncIterator[bytes]
+    rest: AsyncIterator[bytes] = None  # type: ignore[assignment]  # set once opened
+    usage: Usage | None = None
+    """A stream's usage as the replica counted it, once `rest` has ended."""
 
 
 def sse_error(message: str, status: int = 503) -> bytes:
@@ -66,12 +69,14 @@ async def open_reply(handle, request: EngineRequest, inboxes: InboxServer | None
             head = await stream.__anext__()
             if head.via_channel:
                 watcher = asyncio.ensure_future(_watch(stream, inbox))
-                first = await inbox.get() or b""
-                return OpenedReply(head, first, _channel_rest(inbox, watcher, stream, inboxes, request))
-            first = await anext(stream, b"")
+                opened = OpenedReply(head, await inbox.get() or b"")
+                opened.rest = _channel_rest(inbox, watcher, stream, inboxes, request, opened)
+                return opened
+            opened = OpenedReply(head, await anext(stream, b""))
             if inbox is not None:
                 inboxes.close(request.request_id)
-            return OpenedReply(head, first, _handle_rest(stream, head.stream))
+            opened.rest = _handle_rest(stream, opened)
+            return opened
         except REPLICA_ERRORS as error:
             stream.cancel()
             if watcher is not None:
@@ -95,12 +100,13 @@ async def _watch(stream, inbox: Inbox) -> None:
 
 
 async def _channel_rest(inbox: Inbox, watcher: asyncio.Future, stream, inboxes: InboxServer,
-                        request: EngineRequest) -> AsyncIterator[bytes]:
+                        request: EngineRequest, opened: OpenedReply) -> AsyncIterator[bytes]:
     finished = False
     try:
         while (chunk := await inbox.get()) is not None:
             yield chunk
         finished = True
+        opened.usage = inbox.usage
     except ReplicaLost as error:
         logger.warning("stream %s lost its replica mid-way: %s", request.request_id, error)
         yield sse_error(LOST_MESSAGE)
@@ -111,15 +117,18 @@ async def _channel_rest(inbox: Inbox, watcher: asyncio.Future, stream, inboxes: 
             stream.cancel()
 
 
-async def _handle_rest(stream, is_sse: bool) -> AsyncIterator[bytes]:
+async def _handle_rest(stream, opened: OpenedReply) -> AsyncIterator[bytes]:
     finished = False
     try:
         async for chunk in stream:
-            yield chunk
+            if isinstance(chunk, Usage):
+                opened.usage = chunk
+            else:
+                yield chunk
         finished = True
     except REPLICA_ERRORS as error:
         logger.warning("stream lost its replica mid-way: %r", error)
-        if is_sse:
+        if opened.head.stream:
             yield sse_error(LOST_MESSAGE)
         else:
             raise ReplicaUnavailable("the model replica failed while answering") from error

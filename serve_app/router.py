@@ -185,7 +185,7 @@ class OpenAIEndpoint:
             raise
         headers = response_headers(decision)
         if opened.head.stream:
-            return StreamingResponse(_stream(opened, lambda tail: release(usage_in(tail))),
+            return StreamingResponse(_stream(opened, release),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", **opened.head.headers, **headers})
         payload = b""
@@ -199,18 +199,14 @@ class OpenAIEndpoint:
                         headers={**opened.head.headers, **headers})
 
 
-async def _stream(opened: OpenedReply, release: Callable[[bytes], None]) -> AsyncIterator[bytes]:
-    # The usage chunk, if the client asked for one, is among the last two; keeping
-    # them is all the per-chunk work admission adds.
-    before = last = opened.first
+async def _stream(opened: OpenedReply, release: Callable[[Usage | None], None]) -> AsyncIterator[bytes]:
     try:
         yield opened.first
         async for chunk in opened.rest:
             yield chunk
-            before, last = last, chunk
     finally:
         await opened.rest.aclose()
-        release(before + last)
+        release(opened.usage)  # as the replica counted it; None if the stream was cut short
 
 
 def models_endpoint(state: RouterState) -> Callable[[Request], Awaitable[Response]]:

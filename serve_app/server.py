@@ -19,6 +19,7 @@ from serve_app.channel.outbox import Outbox, Outboxes
 from serve_app.config import ModelConfig
 from serve_app.engines.base import Engine
 from serve_app.engines.vllm_args import engine_env
+from serve_app.outcomes import Usage
 from serve_app.placement import placement_strategy, replica_bundles
 from serve_app.protocol import EngineRequest, EngineStats, ReplyHead
 
@@ -49,8 +50,9 @@ class LLMServer:
         logger.info("engine for %s ready: %s", model.name, self._engine.stats())
         self._reporter.start()  # admission counts this replica's capacity from now on
 
-    async def generate(self, request: EngineRequest) -> AsyncIterator[ReplyHead | bytes]:
-        """The reply head, then the body: here, or over the router's token channel."""
+    async def generate(self, request: EngineRequest) -> AsyncIterator[ReplyHead | bytes | Usage]:
+        """The reply head, then the body (a stream's ending with its usage): here, or over
+        the router's token channel."""
         reply = await self._engine.handle(request)
         if not (reply.head.stream and request.reply_to):
             yield reply.head
@@ -74,12 +76,17 @@ class LLMServer:
         await self._engine.shutdown()
 
 
-async def send_over_channel(outbox: Outbox, request_id: bytes, body: AsyncIterator[bytes]) -> None:
-    """Forward a stream's chunks; closing the body (on any exit) aborts the engine request."""
+async def send_over_channel(outbox: Outbox, request_id: bytes, body: AsyncIterator[bytes | Usage]) -> None:
+    """Forward a stream's chunks, and its usage with its end; closing the body (on any
+    exit) aborts the engine request."""
+    usage = None
     try:
         async for chunk in body:
-            outbox.data(request_id, chunk)
-        outbox.end(request_id)
+            if isinstance(chunk, bytes):
+                outbox.data(request_id, chunk)
+            else:
+                usage = chunk
+        outbox.end(request_id, usage)
     finally:
         await body.aclose()
 

@@ -1,17 +1,35 @@
-"""What a finished request used, read from the end of its reply.
+"""What a finished request used, as the engine counted it.
 
-Read once per request from the last bytes only (the non-streamed body, or the
-final SSE events where `stream_options.include_usage` puts the usage chunk), so
-the streaming path does no per-token work for it.
+A non-streamed body carries its usage; the router reads it from there. A stream is
+always asked for vLLM's final usage chunk (`engine_stream_options`); the replica
+takes the count from it, passes the chunk on only if the client asked for it, and
+hands the count to the router with the stream's end, so the router does no
+per-token work for it.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from serve_app.outcomes import Usage
 
 USAGE_KEY = b'"usage":'
+FINAL_USAGE_MARK = b'"choices":[],'
+"""In vLLM's trailing usage chunk only: every other chunk has a choice (a quote inside
+generated text is escaped, so the mark cannot come from there)."""
+
+
+def client_wants_usage(stream_options: Any) -> bool:
+    return isinstance(stream_options, dict) and bool(stream_options.get("include_usage"))
+
+
+def engine_stream_options(stream_options: Any) -> dict[str, Any]:
+    """The client's stream options with the final usage chunk always on; usage on every
+    chunk stays as the client would get it (only with `include_usage`)."""
+    asked = stream_options if isinstance(stream_options, dict) else {}
+    continuous = client_wants_usage(asked) and bool(asked.get("continuous_usage_stats"))
+    return {**asked, "include_usage": True, "continuous_usage_stats": continuous}
 
 
 def usage_in(tail: bytes) -> Usage | None:

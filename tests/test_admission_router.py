@@ -118,14 +118,21 @@ def test_an_admitted_request_reaches_the_engine_with_the_queue_place_admission_g
     assert http.engine.requests[0].priority == 3
 
 
-def test_a_stream_releases_with_the_usage_of_its_final_chunk():
-    events = [ReplyHead(200, True), b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n',
-              b'data: {"choices":[],"usage":' + json.dumps(USAGE).encode() + b"}\n\n", b"data: [DONE]\n\n"]
+def test_a_stream_releases_with_the_usage_its_replica_counted():
+    token = b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'
+    events = [ReplyHead(200, True), token, b"data: [DONE]\n\n", Usage(9, 4)]
     http, gate = client(Decision(Outcome.ADMITTED, lease_id="lease-2", limits=LIMITS), events)
     response = http.post("/v1/chat/completions", json={**CHAT, "stream": True})
-    assert response.status_code == 200 and response.text.endswith("data: [DONE]\n\n")
+    assert response.status_code == 200 and response.content == token + b"data: [DONE]\n\n"
     assert response.headers["x-ratelimit-remaining-tokens"] == "10"
     assert gate.released == [("lease-2", Usage(9, 4))]
+
+
+def test_a_stream_its_replica_did_not_count_releases_without_usage():
+    events = [ReplyHead(200, True), b"data: [DONE]\n\n"]
+    http, gate = client(Decision(Outcome.ADMITTED, lease_id="lease-2", limits=LIMITS), events)
+    assert http.post("/v1/chat/completions", json={**CHAT, "stream": True}).status_code == 200
+    assert gate.released == [("lease-2", None)]
 
 
 def test_an_engine_error_releases_as_nothing_used():

@@ -6,11 +6,14 @@ import hmac
 import struct
 from collections.abc import Iterator
 
+from serve_app.outcomes import Usage
+
 HEADER = struct.Struct(">BHI")
+USAGE = struct.Struct(">II")  # an END frame's payload: prompt and completion tokens
 
 HELLO = 0  # first frame on a connection: id empty, payload = the router's token
 DATA = 1   # payload = SSE bytes for the request
-END = 2    # the request's stream is complete
+END = 2    # the request's stream is complete; payload = its usage, if counted (USAGE)
 # The admission link (router <-> controller); payloads are pickled outcomes.py objects.
 ADMIT = 3     # id = the router's call id, payload = a Ticket
 DECISION = 4  # id = the call id, payload = a Decision (or the exception admit raised)
@@ -21,6 +24,14 @@ RELEASE = 6   # id empty, payload = a batch of releases
 def is_hello(kind: int, payload: bytes, token: str) -> bool:
     """Whether a connection's first frame proves it was sent by the token's owner."""
     return kind == HELLO and hmac.compare_digest(payload, token.encode())
+
+
+def usage_payload(usage: Usage | None) -> bytes:
+    return USAGE.pack(usage.prompt_tokens, usage.completion_tokens) if usage is not None else b""
+
+
+def usage_from(payload: bytes) -> Usage | None:
+    return Usage(*USAGE.unpack(payload)) if len(payload) == USAGE.size else None
 
 
 def encode(kind: int, request_id: bytes, payload: bytes = b"") -> bytes:

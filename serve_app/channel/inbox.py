@@ -7,7 +7,8 @@ import logging
 import secrets
 from collections import deque
 
-from serve_app.channel.frames import DATA, END, FrameReader, is_hello
+from serve_app.channel.frames import DATA, END, FrameReader, is_hello, usage_from
+from serve_app.outcomes import Usage
 from serve_app.protocol import ReplyAddress
 
 logger = logging.getLogger("ray.serve")
@@ -23,6 +24,8 @@ class Inbox:
     def __init__(self) -> None:
         self._items: deque[bytes | BaseException | None] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self.usage: Usage | None = None
+        """What the request used, as the replica reported it with the end."""
 
     def put(self, item: bytes | BaseException | None) -> None:
         self._items.append(item)
@@ -74,6 +77,7 @@ class _Connection(asyncio.Protocol):
             if kind == DATA:
                 inbox.put(payload)
             elif kind == END:
+                inbox.usage = usage_from(payload)
                 inbox.put(None)
 
 

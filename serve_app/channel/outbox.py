@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from serve_app.channel.frames import DATA, END, HELLO, encode
+from serve_app.channel.frames import DATA, END, HELLO, encode, usage_payload
+from serve_app.outcomes import Usage
 from serve_app.protocol import ReplyAddress
 
 logger = logging.getLogger("ray.serve")
@@ -41,8 +42,8 @@ class Outbox(asyncio.Protocol):
     def data(self, request_id: bytes, payload: bytes) -> None:
         self.send(DATA, request_id, payload)
 
-    def end(self, request_id: bytes) -> None:
-        self.send(END, request_id)
+    def end(self, request_id: bytes, usage: Usage | None = None) -> None:
+        self.send(END, request_id, usage_payload(usage))
 
     def _flush(self) -> None:
         self._scheduled = False

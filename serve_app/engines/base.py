@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from serve_app.outcomes import Usage
 from serve_app.protocol import EngineRequest, EngineStats, ReplyHead
 
 
@@ -14,12 +15,14 @@ class Reply:
     """An engine's answer: the head now, the body as it is produced.
 
     For a streamed reply the body yields SSE frames (`data: ...\\n\\n`, ending with
-    `data: [DONE]\\n\\n`); otherwise it yields one JSON document. Closing the body
-    early (client gone) must abort the engine request.
+    `data: [DONE]\\n\\n`) and then, once the engine has counted them, one `Usage`: what
+    the request used, whether or not the client asked for a usage chunk (admission
+    corrects its charge with it). Otherwise the body yields one JSON document. Closing
+    the body early (client gone) must abort the engine request.
     """
 
     head: ReplyHead
-    body: AsyncIterator[bytes]
+    body: AsyncIterator[bytes | Usage]
 
 
 class EngineDead(RuntimeError):

@@ -95,6 +95,7 @@ from typing import Any
 from serve_app.config import ModelConfig
 from serve_app.errors import context_code, error_body
 from serve_app.engines.base import EngineDead, Reply
+from serve_app.outcomes import Usage
 from serve_app.protocol import EngineRequest, EngineStats, ReplyHead
 
 WORDS: tuple[str, ...] = (
@@ -484,7 +485,7 @@ class _StreamBody:
         self._usage = usage
         self._emitted = 0
         self._role_sent = not chat
-        self._tail: list[bytes] | None = None
+        self._tail: list[bytes | Usage] | None = None
         self._done = False
         # Every token chunk but the last is prefix + json(word) + suffix.
         frame = _sse(self._chunk(_MARK, None))
@@ -513,7 +514,7 @@ class _StreamBody:
     def __aiter__(self) -> _StreamBody:
         return self
 
-    async def __anext__(self) -> bytes:
+    async def __anext__(self) -> bytes | Usage:
         seq = self._seq
         while True:
             if self._done:
@@ -543,7 +544,7 @@ class _StreamBody:
                                           "total_tokens": seq.prompt_tokens + seq.generated,
                                           "completion_tokens": seq.generated}
                         tail.append(_sse(usage))
-                    tail.append(_DONE)
+                    tail += [_DONE, Usage(seq.prompt_tokens, seq.generated)]
                 elif state == _FAILED:
                     status, err_type, message = seq.error
                     tail = self._tail = [_sse(_error_doc(status, message, err_type)), _DONE]

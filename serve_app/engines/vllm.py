@@ -20,7 +20,9 @@ from serve_app.engines.base import EngineDead, Reply
 from serve_app.engines.vllm_args import resolve_executor, serve_argv
 from serve_app.engines.vllm_cpu import cpu_engine_processes, run_single_worker_in_engine_core
 from serve_app.errors import context_code, error_body
+from serve_app.outcomes import Usage
 from serve_app.protocol import EngineRequest, EngineStats, ReplyHead
+from serve_app.usage import FINAL_USAGE_MARK, client_wants_usage, engine_stream_options, usage_in
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +110,7 @@ class VLLMEngine:
             return _error_reply(result.error.code, result.error.message, result.error.param)
         if isinstance(result, BaseModel):
             return Reply(ReplyHead(200, False), _once(result.model_dump_json().encode()))
-        return Reply(ReplyHead(200, True), _encoded(result))
+        return Reply(ReplyHead(200, True), _encoded(result, client_wants_usage(request.body.get("stream_options"))))
 
     def _engine_body(self, request: EngineRequest) -> dict[str, Any]:
         """The body vLLM's serving layer gets: the engine queue's priority is admission's
@@ -116,6 +118,8 @@ class VLLMEngine:
         engine that schedules by priority accepts one other than 0."""
         body = {**request.body, "request_id": request.request_id}
         body.pop("priority", None)
+        if body.get("stream"):
+            body["stream_options"] = engine_stream_options(body.get("stream_options"))
         if self._priority_scheduling and request.priority:
             body["priority"] = request.priority
         return body
@@ -150,10 +154,19 @@ async def _once(payload: bytes) -> AsyncIterator[bytes]:
     yield payload
 
 
-async def _encoded(frames: AsyncIterator[str]) -> AsyncIterator[bytes]:
+async def _encoded(frames: AsyncIterator[str], show_usage: bool) -> AsyncIterator[bytes | Usage]:
+    """The frames, the final usage chunk only if the client asked for it, then the usage."""
+    usage = None
     try:
         async for frame in frames:
-            yield frame.encode()
+            data = frame.encode()
+            if usage is None and FINAL_USAGE_MARK in data:
+                usage = usage_in(data)
+                if not show_usage:
+                    continue
+            yield data
+        if usage is not None:
+            yield usage
     finally:
         await frames.aclose()  # aborts the engine request when the client is gone
 

@@ -8,6 +8,7 @@ import pytest
 
 from serve_app.channel.inbox import Inbox, InboxServer
 from serve_app.channel.outbox import Outboxes
+from serve_app.outcomes import Usage
 from serve_app.protocol import ReplyAddress
 
 
@@ -29,6 +30,18 @@ async def test_chunks_arrive_in_order_and_end(server):
     while (chunk := await asyncio.wait_for(inbox.get(), 2)) is not None:
         received.append(chunk)
     assert b"".join(received) == b"".join(f"chunk {index}".encode() for index in range(5))
+
+
+async def test_the_end_of_a_stream_brings_the_usage_the_replica_counted(server):
+    counted, uncounted = server.open("counted"), server.open("uncounted")
+    outbox = await Outboxes().get(server.address)
+    outbox.data(b"counted", b"data: [DONE]\n\n")
+    outbox.end(b"counted", Usage(1234, 56))
+    outbox.end(b"uncounted")
+    assert await asyncio.wait_for(counted.get(), 2) == b"data: [DONE]\n\n"
+    assert await asyncio.wait_for(counted.get(), 2) is None
+    assert counted.usage == Usage(1234, 56)
+    assert await asyncio.wait_for(uncounted.get(), 2) is None and uncounted.usage is None
 
 
 async def test_streams_of_many_requests_share_one_connection_and_stay_apart(server):

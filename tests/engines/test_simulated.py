@@ -20,6 +20,7 @@ import pytest
 from serve_app.config import Limits, ModelConfig, SimulatedEngineConfig
 from serve_app.engines.base import EngineDead, Reply
 from serve_app.engines.simulated import WORDS, SimulatedEngine
+from serve_app.outcomes import Usage
 from serve_app.protocol import EngineRequest
 
 SLACK_S = 0.25  # extra time a noisy machine may add to a timed phase
@@ -68,7 +69,8 @@ def completion(request_id: str = "r1", *, max_tokens: int = 5, stream: bool = Fa
 
 
 async def read_all(reply: Reply) -> list[bytes]:
-    return [chunk async for chunk in reply.body]
+    """The body's frames, without a stream's trailing usage count (see the usage test)."""
+    return [chunk async for chunk in reply.body if isinstance(chunk, bytes)]
 
 
 def sse_events(frames: list[bytes]) -> list[str]:
@@ -176,6 +178,15 @@ async def test_stream_without_usage_ends_with_finish_chunk(engine_factory):
     assert last["choices"][0]["finish_reason"] == "length"
     assert all("usage" not in json.loads(event) for event in events[:-1])
     assert len(events) == 1 + 3 + 1  # role, tokens, [DONE]
+
+
+@pytest.mark.parametrize("options", [{}, {"stream_options": {"include_usage": True}}],
+                         ids=["usage-not-asked", "usage-asked"])
+async def test_a_stream_ends_with_the_usage_it_counted_whether_or_not_the_client_asked(engine_factory, options):
+    engine = await engine_factory()
+    items = [item async for item in (await engine.handle(chat(max_tokens=3, stream=True, hint=20, **options))).body]
+    assert items[-2:] == [b"data: [DONE]\n\n", Usage(20, 3)]
+    assert all(isinstance(item, bytes) for item in items[:-1])
 
 
 async def test_completion_stream_frames(engine_factory):
