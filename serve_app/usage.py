@@ -15,7 +15,7 @@ from typing import Any
 from serve_app.outcomes import Usage
 
 USAGE_KEY = b'"usage":'
-FINAL_USAGE_MARK = b'"choices":[],'
+FINAL_USAGE_MARK = b'"choices":[]'
 """In vLLM's trailing usage chunk only: every other chunk has a choice (a quote inside
 generated text is escaped, so the mark cannot come from there)."""
 

@@ -72,13 +72,16 @@ def test_stream_ends_with_done_marker(stack):
     assert all(event.startswith("data: ") for event in events)
 
 
-@pytest.mark.parametrize("stream_options", [None, {"continuous_usage_stats": True}], ids=["none", "continuous-only"])
-def test_a_stream_carries_usage_only_when_the_client_asked_for_it(stack, stream_options):
+@pytest.mark.parametrize(("path", "stream_options"), [
+    ("/v1/chat/completions", None), ("/v1/chat/completions", {"continuous_usage_stats": True}),
+    ("/v1/completions", None)], ids=["chat", "chat-continuous-only", "completion"])
+def test_a_stream_carries_usage_only_when_the_client_asked_for_it(stack, path, stream_options):
     # The replica always asks vLLM for its usage chunk (admission's count) and drops it here.
-    body = {"model": "tiny-llama", "messages": MESSAGES, "max_tokens": 4, "stream": True}
+    prompt = {"messages": MESSAGES} if "chat" in path else {"prompt": "Once upon a time"}
+    body = {"model": "tiny-llama", **prompt, "max_tokens": 4, "stream": True}
     if stream_options:
         body["stream_options"] = stream_options
-    events = [line for line in raw(stack, "/v1/chat/completions", body).text.split("\n\n") if line]
+    events = [line for line in raw(stack, path, body).text.split("\n\n") if line]
     chunks = [json.loads(event[len("data: "):]) for event in events[:-1]]
     assert chunks and all(chunk["choices"] and "usage" not in chunk for chunk in chunks)
 
