@@ -8,6 +8,7 @@ reach it); fields the engine does not know are ignored there.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -83,7 +84,12 @@ class ChatRequest(_Sampling):
         return self.n
 
     def prompt_chars(self) -> int:
-        return sum(_content_chars(message.content) for message in self.messages)
+        """Characters the chat template renders into the prompt: message text, the tool
+        calls of earlier turns and the tool definitions (a tool-heavy request's prompt is
+        mostly its schemas)."""
+        chars = sum(_content_chars(message.content) + _json_chars((message.model_extra or {}).get("tool_calls"))
+                    for message in self.messages)
+        return chars + _json_chars((self.model_extra or {}).get("tools"))
 
 
 class CompletionRequest(_Sampling):
@@ -103,6 +109,10 @@ class CompletionRequest(_Sampling):
         if isinstance(self.prompt, str):
             return len(self.prompt)
         return sum(len(item) if isinstance(item, (str, list)) else 4 for item in self.prompt)
+
+
+def _json_chars(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"))) if value else 0
 
 
 def _content_chars(content: Any) -> int:

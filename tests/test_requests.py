@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -61,6 +62,17 @@ def test_a_completion_runs_n_sequences_for_each_prompt_of_a_batch(prompt, n, seq
 
 def test_a_chat_runs_n_sequences():
     assert ChatRequest.model_validate(chat(n=4)).sequences() == 4
+
+
+def test_tool_definitions_and_earlier_tool_calls_count_towards_the_prompt():
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "description": "the city to look up"}}}}}]
+    calls = [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Oslo"}'}}]
+    plain = ChatRequest.model_validate(chat())
+    with_tools = ChatRequest.model_validate(chat(tools=tools))
+    with_history = ChatRequest.model_validate(chat(messages=[USER, {"role": "assistant", "tool_calls": calls}]))
+    assert with_tools.prompt_chars() == plain.prompt_chars() + len(json.dumps(tools, separators=(",", ":")))
+    assert with_history.prompt_chars() == plain.prompt_chars() + len(json.dumps(calls, separators=(",", ":")))
 
 
 def test_content_parts_are_accepted_and_text_parts_counted():
