@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -29,13 +30,15 @@ def override_model(config: AppConfig, source: str, served_name: str | None) -> A
 
 
 def wait_ready(url: str, timeout_s: float, stop: threading.Event) -> bool:
+    """Whether our router answered `url` (its /ready) in time: its own answer, not any 200
+    from whatever else might hold the port."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not stop.is_set():
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
+                if response.status == 200 and json.loads(response.read()).get("status") == "ready":
                     return True
-        except OSError:
+        except (OSError, ValueError, AttributeError):
             pass
         stop.wait(1.0)
     return False

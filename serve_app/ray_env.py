@@ -17,17 +17,32 @@ PER_INSTANCE = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT"
                 "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
                 "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT")
 BLOCK = 64
+FREE_PORTS = (20000, 30000)
+"""Where `free_port` looks: above the ports Ray gives its workers (10002-19999), below the
+kernel's ephemeral range (32768 up), where any later bind to port 0 could be handed the same
+port, and clear of the ports Ray binds by number (6379, 8265, 44217, 44227, 52365)."""
+RAY_FIXED_PORTS = (44217, 44227, 52365)  # autoscaler and dashboard metrics, dashboard agent
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now that neither the kernel nor Ray will hand to anyone else later."""
+    for _ in range(1000):
+        port = random.randrange(*FREE_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("", port))  # all interfaces: free on loopback alone is not enough
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {FREE_PORTS[0]} and {FREE_PORTS[1]}")
 
 
 def random_port_block() -> tuple[int, int]:
-    low = random.randrange(32768 // BLOCK, 60000 // BLOCK) * BLOCK
-    return low, low + BLOCK - 1
+    """A block of ports for router replicas, none of them one Ray binds by number."""
+    while True:
+        low = random.randrange(32768 // BLOCK, 60000 // BLOCK) * BLOCK
+        if not any(low <= port < low + BLOCK for port in RAY_FIXED_PORTS):
+            return low, low + BLOCK - 1
 
 
 def apply_ray_environment(config: AppConfig, environ: dict[str, str]) -> None:

@@ -1,5 +1,5 @@
 from serve_app.config import parse_config
-from serve_app.ray_env import apply_ray_environment, ray_environment
+from serve_app.ray_env import apply_ray_environment, free_port, random_port_block, ray_environment
 
 MODEL = {"name": "m", "source": "/models/m"}
 
@@ -25,6 +25,19 @@ def test_port_zero_picks_a_free_port_for_each_local_instance():
         assert int(env[name]) > 0
     low, high = int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]), int(env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
     assert 32768 <= low < high < 60000 and high - low == 63
+
+
+def test_a_free_port_is_one_neither_the_kernel_nor_ray_hands_out_later():
+    low, high = (int(bound) for bound in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    for _ in range(50):
+        port = free_port()
+        assert 20000 <= port < 30000 and not low <= port <= high
+
+
+def test_a_replica_port_block_never_holds_a_port_ray_binds_by_number():
+    for _ in range(2000):
+        low, high = random_port_block()
+        assert not any(low <= port <= high for port in (44217, 44227, 52365))
 
 
 def test_the_configs_instance_ports_override_inherited_ones_but_other_settings_do_not():

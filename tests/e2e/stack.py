@@ -91,8 +91,9 @@ def running_stack(config: AppConfig, num_cpus: int = 2) -> Iterator[Stack]:
 def wait_until_ready(base_url: str, timeout_s: float = 300.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(base_url + "/ready", timeout=5).status_code == 200:
+        with contextlib.suppress(httpx.HTTPError, ValueError, AttributeError):  # not up, or not ours
+            response = httpx.get(base_url + "/ready", timeout=5)
+            if response.status_code == 200 and response.json().get("status") == "ready":
                 return
         time.sleep(0.5)
     raise TimeoutError(f"{base_url} not ready after {timeout_s}s")
