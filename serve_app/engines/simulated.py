@@ -97,6 +97,7 @@ from serve_app.errors import context_code, error_body
 from serve_app.engines.base import EngineDead, Reply
 from serve_app.outcomes import Usage
 from serve_app.protocol import EngineRequest, EngineStats, ReplyHead
+from serve_app.usage import client_wants_usage
 
 WORDS: tuple[str, ...] = (
     " lorem", " ipsum", " dolor", " sit", " amet", " consectetur", " adipiscing", " elit",
@@ -248,10 +249,8 @@ class SimulatedEngine:
         created = int(time.time())
         rid = ("chatcmpl-" if chat else "cmpl-") + request.request_id
         if stream:
-            options = body.get("stream_options")
-            usage = isinstance(options, dict) and bool(options.get("include_usage"))
             return Reply(ReplyHead(status=200, stream=True),
-                         _StreamBody(self, seq, chat, rid, created, usage))
+                         _StreamBody(self, seq, chat, rid, created, client_wants_usage(body.get("stream_options"))))
 
         try:
             while seq.state < _FINISHED:
