@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from serve_app.capacity import Budget
 from serve_app.outcomes import Decision, Ticket
 
 
@@ -45,6 +46,10 @@ class Waiter:
     @property
     def sequences(self) -> int:
         return self.ticket.sequences
+
+    def charge_in(self, budget: Budget) -> float:
+        """Budget tokens it would hold in `budget`: its cost, at least a slot per sequence."""
+        return budget.charge(self.cost, self.sequences)
 
 
 class FairQueue:

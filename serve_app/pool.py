@@ -103,7 +103,7 @@ class ModelPool:
     def fit(self, waiter: Waiter, budget: Budget, now: float) -> Fit:
         # Charged against the budget of now: one foreseen when no replica had reported
         # would let a crowd of requests in as if sequences were free.
-        charge = budget.charge(waiter.cost, waiter.sequences)
+        charge = waiter.charge_in(budget)
         room = budget.tokens - self.in_flight
         if not budget.tokens or charge > room + 1e-6:
             shortfall = Fit.NO_ROOM
@@ -141,7 +141,7 @@ class ModelPool:
         its share: for those it would not overtake by weighted token cost even with this request."""
         active = self._active(budget, now)
         total_weight = sum(self._weights[name] for name in active) or 1.0
-        charge = budget.charge(waiter.cost, waiter.sequences)
+        charge = waiter.charge_in(budget)
         if self._held.get(waiter.tenant, 0.0) + charge <= budget.tokens * waiter.weight / total_weight + 1e-6:
             return {}
         passing = self.served(waiter.tenant, now) + charge / waiter.weight
@@ -222,8 +222,8 @@ class ModelPool:
     def grant(self, waiter: Waiter, lease_id: str, budget: Budget, now: float, ttl_s: float,
               burst: bool = False) -> Lease:
         lease = self.drain.add(Lease(lease_id, self.name, waiter.tenant, waiter.weight, waiter.priority, waiter.cost,
-                                     budget.charge(waiter.cost, waiter.sequences),
-                                     budget.slot_tokens * waiter.sequences, waiter.ticket.prompt_tokens,
+                                     waiter.charge_in(budget), budget.slot_tokens * waiter.sequences,
+                                     waiter.ticket.prompt_tokens,
                                      waiter.output_tokens, now, now + ttl_s, burst=burst), now)
         if burst:
             self.burst_in_flight += lease.charge
@@ -297,7 +297,7 @@ class ModelPool:
         """Budget tokens per second lately granted to the active tenants whose next requests
         would be served before `waiter`: those of a higher class, and those of its class
         served no more than its tenant will have been once it starts."""
-        passing = self.served(waiter.tenant, now) + budget.charge(waiter.cost, waiter.sequences) / waiter.weight
+        passing = self.served(waiter.tenant, now) + waiter.charge_in(budget) / waiter.weight
         skipped = {waiter.tenant, *excluding}
         return sum(self._granted[name].per_second(now) for name in self._active(budget, now)
                    if name not in skipped and name in self._granted
