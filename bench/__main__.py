@@ -19,6 +19,7 @@ from bench.stats import Slo
 from bench.suite import SuiteOptions, run_suite, write_outputs
 from bench.systems import SYSTEMS, EngineSettings, Model
 from bench.workload import WORKLOADS, Workload
+from serve_app.engines.cpu_dtype import native_cpu_dtype
 
 
 def _numbers(kind):
@@ -83,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--app-config", type=Path, default=None,
                      help="YAML for the app system (default: one written with the engine settings)")
     run.add_argument("--max-model-len", type=int, default=2048)
-    run.add_argument("--dtype", default="bfloat16")
+    run.add_argument("--dtype", default=native_cpu_dtype(),
+                     help="every engine's dtype (default: the one this CPU computes natively)")
     run.add_argument("--kv-cache-gib", type=float, default=1.0,
                      help="KV cache size every system's engine gets (0: vLLM's default)")
     run.add_argument("--launch-timeout", type=float, default=900.0)

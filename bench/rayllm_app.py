@@ -15,12 +15,13 @@ import signal
 import threading
 from typing import Any
 
+from serve_app.engines.cpu_dtype import native_cpu_dtype
 from serve_app.ray_env import free_port
 
 BEST_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1"}
 # Without --best the flags are off whatever the caller's environment says.
 PLAIN_ENV = {name: "0" for name in BEST_ENV}
-DEFAULT_ENGINE_KWARGS = {"max_model_len": 2048, "enforce_eager": True, "dtype": "bfloat16",
+DEFAULT_ENGINE_KWARGS = {"max_model_len": 2048, "enforce_eager": True, "dtype": native_cpu_dtype(),
                          "kv_cache_memory_bytes": 1 << 30}
 
 

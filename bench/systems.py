@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from serve_app.engines.cpu_dtype import native_cpu_dtype
+
 LOOPBACK = "127.0.0.1"
 LOCAL_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "local.yaml"
 
@@ -24,7 +26,7 @@ class EngineSettings:
 
     max_model_len: int = 2048
     enforce_eager: bool = True
-    dtype: str = "bfloat16"
+    dtype: str = field(default_factory=native_cpu_dtype)
     max_num_seqs: int = 128
     disable_log_stats: bool = True
     kv_cache_memory_bytes: int | None = 1 << 30

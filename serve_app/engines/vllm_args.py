@@ -12,6 +12,7 @@ from typing import Any
 
 from serve_app.config import ModelConfig
 from serve_app.engines import io_slice
+from serve_app.engines.cpu_dtype import native_cpu_dtype
 
 
 def resolve_executor(model: ModelConfig) -> str:
@@ -56,7 +57,10 @@ def serve_argv(model: ModelConfig) -> list[str]:
         "--distributed-executor-backend", resolve_executor(model),
     ]
     # The engine's own queue follows admission's order (EngineRequest.priority).
-    for key, value in {"scheduling_policy": "priority", **model.engine_args}.items():
+    defaults: dict[str, Any] = {"scheduling_policy": "priority"}
+    if model.device == "cpu":  # read on the replica's host, where the engine runs
+        defaults["dtype"] = native_cpu_dtype()
+    for key, value in {**defaults, **model.engine_args}.items():
         argv += _flag(key, value)
     return argv
 

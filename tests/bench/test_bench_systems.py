@@ -8,6 +8,7 @@ import yaml
 
 from bench.rayllm_app import BEST_ENV, PLAIN_ENV, llm_config, parse_args
 from bench.systems import App, EngineSettings, Model, RayLlm, Vllm, make_system
+from serve_app.engines.cpu_dtype import native_cpu_dtype
 
 MODEL = Model("models/tiny-llama", "tiny")
 
@@ -24,14 +25,14 @@ class TestCommands:
         assert flag(command, "--served-model-name") == "tiny"
         assert (flag(command, "--host"), flag(command, "--port")) == ("127.0.0.1", "8123")
         assert flag(command, "--max-model-len") == "2048"
-        assert flag(command, "--dtype") == "bfloat16"
+        assert flag(command, "--dtype") == native_cpu_dtype()
         assert "--enforce-eager" in command
 
     def test_engine_settings_render_as_flags_and_kwargs_alike(self):
         engine = EngineSettings(max_model_len=1024, enforce_eager=False, kv_cache_memory_bytes=None)
-        assert engine.kwargs() == {"max_model_len": 1024, "enforce_eager": False, "dtype": "bfloat16",
+        assert engine.kwargs() == {"max_model_len": 1024, "enforce_eager": False, "dtype": native_cpu_dtype(),
                                    "max_num_seqs": 128, "disable_log_stats": True}
-        assert engine.flags() == ["--max-model-len", "1024", "--dtype", "bfloat16",
+        assert engine.flags() == ["--max-model-len", "1024", "--dtype", native_cpu_dtype(),
                                   "--max-num-seqs", "128", "--disable-log-stats"]
 
     def test_the_app_is_served_from_a_config_it_is_given(self, tmp_path):

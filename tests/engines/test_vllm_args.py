@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from serve_app.config import ModelConfig, Parallelism, load_config
+from serve_app.engines.cpu_dtype import native_cpu_dtype
 from serve_app.engines.vllm_args import (
     bound_cores,
     cpu_thread_binding,
@@ -200,3 +201,15 @@ def test_vllm_parser_accepts_the_local_tiny_model_and_a_cpu_tp2_model():
     args = parse_serve_args(cpu_tp2)
     assert args.tensor_parallel_size == 2
     assert args.distributed_executor_backend == "mp"
+
+
+# --- dtype on CPU ----------------------------------------------------------------------
+
+def test_a_cpu_model_without_a_dtype_gets_the_one_its_host_computes_natively():
+    assert flag_value(serve_argv(make_model(device="cpu")), "--dtype") == native_cpu_dtype()
+
+
+def test_a_configured_dtype_wins_on_cpu_and_a_gpu_keeps_vllms_own_default():
+    assert flag_value(serve_argv(make_model(device="cpu", engine_args={"dtype": "bfloat16"})),
+                      "--dtype") == "bfloat16"
+    assert "--dtype" not in serve_argv(make_model(device="gpu"))
