@@ -16,6 +16,7 @@ from http import HTTPStatus
 from typing import Any
 
 from serve_app.config import ModelConfig
+from serve_app.engines import lean_chat_stream
 from serve_app.engines.base import EngineDead, Reply
 from serve_app.engines.vllm_args import resolve_executor, serve_argv
 from serve_app.engines.vllm_cpu import cpu_engine_processes, run_single_worker_in_engine_core
@@ -85,6 +86,7 @@ class VLLMEngine:
             )
         state = State()
         await init_app_state(self._engine, state, args, await self._engine.get_supported_tasks())
+        lean_chat_stream.install(state.openai_serving_chat)
         self._servings = {
             "chat": (state.openai_serving_chat, ChatCompletionRequest, "create_chat_completion"),
             "completion": (state.openai_serving_completion, CompletionRequest, "create_completion"),

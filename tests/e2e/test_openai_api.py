@@ -62,6 +62,16 @@ def test_chat_completion_streams_chunks_until_done(client):
     assert chunks[-1].usage.completion_tokens == 12
 
 
+@pytest.mark.parametrize("extra", [{}, {"logprobs": True}], ids=["plain-text-stream", "stream-with-logprobs"])
+def test_a_stream_says_what_the_whole_reply_says(client, extra):
+    # A plain stream goes through the replica's lean path, one with logprobs through vLLM's generator.
+    asked = {"model": "tiny-llama", "messages": MESSAGES, "max_tokens": 24, "temperature": 0, **extra}
+    whole = client.chat.completions.create(**asked).choices[0]
+    chunks = [chunk for chunk in client.chat.completions.create(**asked, stream=True) if chunk.choices]
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == whole.message.content
+    assert chunks[-1].choices[0].finish_reason == whole.finish_reason == "length"
+
+
 def test_stream_ends_with_done_marker(stack):
     body = {"model": "tiny-llama", "messages": MESSAGES, "max_tokens": 4, "stream": True}
     response = raw(stack, "/v1/chat/completions", body)
