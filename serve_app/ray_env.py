@@ -77,6 +77,7 @@ def ray_environment(config: AppConfig) -> dict[str, str]:
         # unless it retries long enough for the health checks to mark them down and fall
         # back on Serve's proxy, which reaches the new routers.
         env["RAY_SERVE_HAPROXY_RETRIES"] = "8"
+        env["RAY_SERVE_HAPROXY_NBTHREAD"] = str(config.http.haproxy_threads)
         env["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(config.http.haproxy_metrics_port or free_port())
         env["RAY_SERVE_HAPROXY_STATS_PORT"] = str(config.http.haproxy_stats_port or free_port())
         env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] = str(config.http.fallback_proxy_port or free_port())

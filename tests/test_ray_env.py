@@ -9,6 +9,7 @@ def test_haproxy_ingress_turns_on_rays_haproxy_and_the_throughput_mode():
     assert env == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
                    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
                    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "30", "RAY_SERVE_HAPROXY_RETRIES": "8",
+                   "RAY_SERVE_HAPROXY_NBTHREAD": "4",
                    "RAY_SERVE_HAPROXY_METRICS_PORT": "9101", "RAY_SERVE_HAPROXY_STATS_PORT": "8404",
                    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": "8500", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": "9500",
                    "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "30000",
@@ -50,3 +51,8 @@ def test_the_configs_instance_ports_override_inherited_ones_but_other_settings_d
 def test_the_python_proxy_ingress_leaves_haproxy_off():
     env = ray_environment(parse_config({"models": [MODEL], "http": {"ingress": "proxy"}}))
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in env
+
+
+def test_haproxy_runs_the_configured_number_of_threads():
+    env = ray_environment(parse_config({"models": [MODEL], "http": {"haproxy_threads": 1}}))
+    assert env["RAY_SERVE_HAPROXY_NBTHREAD"] == "1"
