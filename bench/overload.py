@@ -121,8 +121,14 @@ def app_config(engine: Engine, admission_on: bool, ingress: str = "haproxy") -> 
                       "burst_fraction": engine.burst_fraction,
                       "classes": {"default": {"ttft_slo_s": engine.ttft_slo_s}},
                       "tenants": [{"name": name} for name in KEYS]},
-        "http": {"host": "127.0.0.1", "port": 8000, "ingress": ingress, "drain_period_s": 2},
+        "http": {"host": "127.0.0.1", "port": 8000, "ingress": ingress, "drain_period_s": 2,
+                 "haproxy_threads": _local_http().get("haproxy_threads", 4)},
     }
+
+
+def _local_http() -> dict[str, Any]:
+    """The shipped local config's http section: the HAProxy tuning this machine runs with."""
+    return yaml.safe_load(LOCAL_CONFIG.read_text()).get("http", {})
 
 
 @contextlib.contextmanager

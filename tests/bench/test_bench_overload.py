@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 
 import pytest
+import yaml
 
 from bench.client import RequestResult
 from bench.loop_lag import LoopLag
 from bench.overload import (app_config, client_share, engine_arg, markdown, point, simulated_engine, vllm_engine,
                             with_burst_slots)
 from bench.stats import Slo, summarise
+from bench.systems import LOCAL_CONFIG
 from serve_app.capacity import Capacity
 from serve_app.config import AdmissionConfig
 from serve_app.protocol import EngineStats
@@ -43,6 +45,11 @@ def test_admission_on_and_off_differ_only_in_admission_enabled():
     assert on["admission"].pop("enabled") is True and off["admission"].pop("enabled") is False
     assert on == off
     assert on["admission"]["classes"]["default"]["ttft_slo_s"] == engine.ttft_slo_s
+
+
+def test_the_overload_app_runs_haproxy_as_the_local_config_does():
+    local = yaml.safe_load(LOCAL_CONFIG.read_text())["http"]
+    assert app_config(simulated_engine(), True)["http"]["haproxy_threads"] == local["haproxy_threads"]
 
 
 def test_results_render_as_tables():
