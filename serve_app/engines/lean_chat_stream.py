@@ -55,7 +55,7 @@ class TokenChunk:
     """One stream's token chunk as vLLM renders it, with the text spliced in."""
 
     def __init__(self, request_id: str, created: int, model_name: str) -> None:
-        empty = _chunk(request_id, created, model_name, _choice(content="", finish_reason=None))
+        empty = _chunk(request_id, created, model_name, _choice({"content": ""}, None, token_ids=None))
         cut = empty.index('"content":""') + len('"content":')
         self._before, self._after = "data: " + empty[:cut], empty[cut + 2:] + "\n\n"
 
@@ -78,9 +78,9 @@ async def lean_stream(serving: Any, request: Any, result_generator: AsyncIterato
     try:
         async for res in result_generator:
             if last_res is None:
-                yield _sse(_chunk(request_id, created, model_name,
-                                  _choice(role=serving.get_chat_request_role(request), content="",
-                                          finish_reason=None),
+                count.cached, count.cache_creation = res.num_cached_tokens, res.num_cache_creation_tokens
+                role = {"role": serving.get_chat_request_role(request), "content": ""}
+                yield _sse(_chunk(request_id, created, model_name, _choice(role, None),
                                   prompt_token_ids=None, prompt_text=None))
             last_res = res
             count.prompt(res)
@@ -100,10 +100,10 @@ async def lean_stream(serving: Any, request: Any, result_generator: AsyncIterato
             yield _sse(_usage_chunk(serving, request_id, created, model_name, count, last_res, mm_token_counts))
         request_metadata.final_usage_info = count.usage_info(serving)
     except GenerationError as error:
-        yield f"data: {serving._convert_generation_error_to_streaming_response(error)}\n\n"
+        yield _sse(serving._convert_generation_error_to_streaming_response(error))
     except Exception as error:
         logger.exception("Error in chat completion stream generator.")
-        yield f"data: {serving.create_streaming_error_response(error)}\n\n"
+        yield _sse(serving.create_streaming_error_response(error))
     yield "data: [DONE]\n\n"
 
 
@@ -112,15 +112,12 @@ class _Count:
         self.prompt_tokens = 0
         self.completion = 0
         self.cached: int | None = None
+        """Prompt tokens found in the prefix cache, as the first output reported them."""
         self.cache_creation: int | None = None
-        self._seen_first = False
 
     def prompt(self, res: Any) -> None:
         if res.prompt_token_ids is not None:
             self.prompt_tokens = len(res.prompt_token_ids) + len(res.encoder_prompt_token_ids or ())
-        if not self._seen_first:
-            self._seen_first = True
-            self.cached, self.cache_creation = res.num_cached_tokens, res.num_cache_creation_tokens
 
     def usage_info(self, serving: Any) -> Any:
         from vllm.entrypoints.openai.chat_completion.serving import _make_completion_tokens_details
@@ -134,15 +131,13 @@ class _Count:
         )
 
 
-def _choice(finish_reason: str | None, **delta: Any) -> Any:
+def _choice(delta: dict[str, Any], finish_reason: str | None, **fields: Any) -> Any:
+    """A stream choice with exactly the fields vLLM sets on it (unset ones stay out of the JSON)."""
     from vllm.entrypoints.generate.base.protocol import DeltaMessage
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionResponseStreamChoice
 
-    if delta.get("role") is not None:  # the role chunk sets no token_ids, as in vLLM
-        return ChatCompletionResponseStreamChoice(index=0, delta=DeltaMessage(**delta), logprobs=None,
-                                                  finish_reason=finish_reason)
     return ChatCompletionResponseStreamChoice(index=0, delta=DeltaMessage(**delta), logprobs=None,
-                                              finish_reason=finish_reason, token_ids=None)
+                                              finish_reason=finish_reason, **fields)
 
 
 def _chunk(request_id: str, created: int, model_name: str, choice: Any, **extra: Any) -> str:
@@ -158,12 +153,8 @@ def _response(request_id: str, created: int, model_name: str, choices: list[Any]
 
 def _finish_chunk(serving: Any, request_id: str, created: int, model_name: str, output: Any,
                   include_usage: bool) -> str:
-    from vllm.entrypoints.generate.base.protocol import DeltaMessage
-    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionResponseStreamChoice
-
-    choice = ChatCompletionResponseStreamChoice(
-        index=0, delta=DeltaMessage(content=output.text), logprobs=None,
-        finish_reason=output.finish_reason or "stop", stop_reason=output.stop_reason, token_ids=None)
+    choice = _choice({"content": output.text}, output.finish_reason or "stop",
+                     stop_reason=output.stop_reason, token_ids=None)
     response = _response(request_id, created, model_name, [choice])
     if not include_usage and serving.system_fingerprint is not None:
         response.system_fingerprint = serving.system_fingerprint
@@ -191,4 +182,3 @@ def _usage_chunk(serving: Any, request_id: str, created: int, model_name: str, c
 
 def _sse(data: str) -> str:
     return f"data: {data}\n\n"
-
