@@ -111,6 +111,7 @@ def engine_arg(text: str) -> tuple[str, Any]:
 
 def app_config(engine: Engine, admission_on: bool, ingress: str = "haproxy") -> dict[str, Any]:
     from serve_app.auth import key_hash
+    from serve_app.config import load_config
 
     return {
         "models": [engine.models_entry],
@@ -122,13 +123,8 @@ def app_config(engine: Engine, admission_on: bool, ingress: str = "haproxy") -> 
                       "classes": {"default": {"ttft_slo_s": engine.ttft_slo_s}},
                       "tenants": [{"name": name} for name in KEYS]},
         "http": {"host": "127.0.0.1", "port": 8000, "ingress": ingress, "drain_period_s": 2,
-                 "haproxy_threads": _local_http().get("haproxy_threads", 4)},
+                 "haproxy_threads": load_config(LOCAL_CONFIG).http.haproxy_threads},
     }
-
-
-def _local_http() -> dict[str, Any]:
-    """The shipped local config's http section: the HAProxy tuning this machine runs with."""
-    return yaml.safe_load(LOCAL_CONFIG.read_text()).get("http", {})
 
 
 @contextlib.contextmanager
