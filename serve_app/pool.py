@@ -105,22 +105,24 @@ class ModelPool:
         # would let a crowd of requests in as if sequences were free.
         charge = waiter.charge_in(budget)
         room = budget.tokens - self.in_flight
+        active = self._active(budget, now)
         if not budget.tokens or charge > room + 1e-6:
             shortfall = Fit.NO_ROOM
-        elif charge + self.reserved_for_others(waiter, budget, now) <= room + 1e-6:
+        elif charge + self._unheld(self._kept_for_others(waiter, budget, now, active)) <= room + 1e-6:
             return Fit.FITS
         else:
             shortfall = Fit.OVER_SHARE
-        if charge <= budget.burst_tokens - self.burst_in_flight + 1e-6 and self._granted_below_share(waiter, budget, now):
+        if charge <= budget.burst_tokens - self.burst_in_flight + 1e-6 \
+                and self._granted_below_share(waiter, now, active):
             return Fit.BURST
         return shortfall
 
-    def _granted_below_share(self, waiter: Waiter, budget: Budget, now: float) -> bool:
+    def _granted_below_share(self, waiter: Waiter, now: float, active: dict[str, float]) -> bool:
         """Whether the tenant was lately granted less than its weighted share of all that was
         granted, with other tenants active (so never when alone). By grant rates, not by the
         fair queue's service: that starts a newcomer level with the least served, so a light
         tenant's burst at a flood's onset would count as its being served as much as the flood."""
-        others = [name for name in self._active(budget, now) if name != waiter.tenant]
+        others = [name for name in active if name != waiter.tenant]
         if not others:
             return False
         names = [*others, waiter.tenant]
@@ -128,18 +130,14 @@ class ModelPool:
         weights = [self._weights.get(name, waiter.weight) for name in names]
         return rates[-1] < sum(rates) * weights[-1] / sum(weights)
 
-    def reserved_for_others(self, waiter: Waiter, budget: Budget, now: float) -> float:
-        """Room kept for other tenants' shares, if `waiter` would take its tenant past its own."""
-        return self._unheld(self.kept_for_others(waiter, budget, now))
-
     def _unheld(self, kept: dict[str, float]) -> float:
         """Of the room `kept` for each tenant, what the tenant does not hold now."""
         return sum(max(0.0, level - self._held.get(name, 0.0)) for name, level in kept.items())
 
-    def kept_for_others(self, waiter: Waiter, budget: Budget, now: float) -> dict[str, float]:
+    def _kept_for_others(self, waiter: Waiter, budget: Budget, now: float,
+                         active: dict[str, float]) -> dict[str, float]:
         """The budget tokens kept for each other tenant, if `waiter` would take its tenant past
         its share: for those it would not overtake by weighted token cost even with this request."""
-        active = self._active(budget, now)
         total_weight = sum(self._weights[name] for name in active) or 1.0
         charge = waiter.charge_in(budget)
         if self._held.get(waiter.tenant, 0.0) + charge <= budget.tokens * waiter.weight / total_weight + 1e-6:
@@ -277,29 +275,31 @@ class ModelPool:
         """Seconds until `waiter` (the last of its tenant's line) could start; None while
         the pace is unknown. What others do meanwhile counts, or a flood's request queued
         behind a light tenant is foreseen to start in time and refused after waiting in vain:
-        - room kept for a tenant (`kept_for_others`) is refilled by its own lease ends, so
+        - room kept for a tenant (`_kept_for_others`) is refilled by its own lease ends, so
           these free nothing for `waiter` while that tenant holds no more than is kept for it;
         - tenants it makes way for otherwise keep coming: what they are granted meanwhile is
           released room it does not get."""
-        kept = self.kept_for_others(waiter, budget, now)
+        active = self._active(budget, now)
+        kept = self._kept_for_others(waiter, budget, now, active)
         refilled = {name: level for name, level in kept.items() if self._held.get(name, 0.0) <= level + 1e-6}
         need = (self.queue.charge_ahead(waiter) + waiter.charge + self._unheld(kept)
                 - (budget.tokens - self.in_flight))
         wait = self.drain.wait_s(need, budget, now, refilled)
-        inflow = self.inflow_ahead(waiter, budget, now, excluding=kept)
+        inflow = self._inflow_ahead(waiter, budget, now, active, excluding=kept)
         for _ in range(INFLOW_ROUNDS):
             if not wait or not inflow:
                 break
             wait = self.drain.wait_s(need + inflow * wait, budget, now, refilled)
         return wait
 
-    def inflow_ahead(self, waiter: Waiter, budget: Budget, now: float, excluding: Iterable[str] = ()) -> float:
+    def _inflow_ahead(self, waiter: Waiter, budget: Budget, now: float, active: dict[str, float],
+                      excluding: Iterable[str] = ()) -> float:
         """Budget tokens per second lately granted to the active tenants whose next requests
         would be served before `waiter`: those of a higher class, and those of its class
         served no more than its tenant will have been once it starts."""
         passing = self.served(waiter.tenant, now) + waiter.charge_in(budget) / waiter.weight
         skipped = {waiter.tenant, *excluding}
-        return sum(self._granted[name].per_second(now) for name in self._active(budget, now)
+        return sum(self._granted[name].per_second(now) for name in active
                    if name not in skipped and name in self._granted
                    and (self._priorities[name] < waiter.priority
                         or (self._priorities[name] == waiter.priority and self.served(name, now) <= passing)))
