@@ -6,6 +6,12 @@ error (an HTTP error status, or an SSE error event followed by `[DONE]`);
 connection broke (only a dying router may do that); or `hung`, no end within the
 client's timeout (never allowed). A test may also record `left`: the client itself
 went away on purpose.
+
+HTTP/1.1 lets a server close an idle keep-alive connection at any moment, and a request
+sent on it just then gets no response at all. An old HAProxy process does that after a
+reload, when the response it was serving on the connection ends. Clients resend such a
+request on a new connection (the OpenAI SDK does, by default); a test that allows it says
+so with `reconnects`, and the report counts them.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ class Ended:
     started: float
     ended: float
     detail: str = ""
+    reconnects: int = 0
 
 
 def chat_body(model: str, max_tokens: int, stream: bool = True, **extra: Any) -> dict[str, Any]:
@@ -41,16 +48,29 @@ def is_openai_error(document: str) -> bool:
     return isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}
 
 
-async def request_once(client: httpx.AsyncClient, url: str, body: dict[str, Any], timeout_s: float) -> Ended:
-    """Send one chat request and say how it ended; a timeout is a hang."""
-    started = time.monotonic()
-    try:
-        outcome, detail = await asyncio.wait_for(_exchange(client, url, body), timeout_s)
-    except TimeoutError:
-        outcome, detail = "hung", f"no end within {timeout_s}s"
-    except httpx.TransportError as error:
-        outcome, detail = "dropped", f"{type(error).__name__}: {error}"
-    return Ended(outcome, started, time.monotonic(), f"{'stream' if body.get('stream') else 'whole'} {detail}")
+async def request_once(client: httpx.AsyncClient, url: str, body: dict[str, Any], timeout_s: float,
+                       reconnects: int = 0) -> Ended:
+    """Send one chat request and say how it ended; a timeout is a hang. Up to `reconnects`
+    times, a request whose connection closed before any response is sent again."""
+    started, attempt = time.monotonic(), 0
+    while True:
+        left_s = timeout_s - (time.monotonic() - started)
+        try:
+            outcome, detail = await asyncio.wait_for(_exchange(client, url, body), left_s)
+        except TimeoutError:
+            outcome, detail = "hung", f"no end within {timeout_s}s"
+        except httpx.TransportError as error:
+            if _unanswered(error) and attempt < reconnects:
+                attempt += 1
+                continue
+            outcome, detail = "dropped", f"{type(error).__name__}: {error}"
+        kind = "stream" if body.get("stream") else "whole"
+        return Ended(outcome, started, time.monotonic(), f"{kind} {detail}", reconnects=attempt)
+
+
+def _unanswered(error: httpx.TransportError) -> bool:
+    """The connection closed before a byte of the response came."""
+    return isinstance(error, httpx.RemoteProtocolError) and "without sending a response" in str(error)
 
 
 async def _exchange(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> tuple[str, str]:
@@ -93,12 +113,17 @@ class Report:
     def counts(self) -> Counter:
         return Counter(end.outcome for end in self.ended)
 
+    @property
+    def reconnects(self) -> int:
+        return sum(end.reconnects for end in self.ended)
+
     def line(self) -> str:
         counts = self.counts
         recovery = "n/a" if self.recovery_s is None else f"{self.recovery_s:.1f}s"
         return (f"FAULT REPORT {self.fault}: sent={len(self.ended)} completed={counts['complete']} "
                 f"explicit_errors={counts['error']} unshaped={counts['unshaped']} dropped={counts['dropped']} "
                 f"hung={counts['hung']}" + (f" left_by_client={counts['left']}" if counts["left"] else "")
+                + (f" reconnected={self.reconnects}" if self.reconnects else "")
                 + f" recovery={recovery}" + (f" ({self.note})" if self.note else ""))
 
     def failures(self) -> list[str]:
