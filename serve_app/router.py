@@ -2,7 +2,9 @@
 
 Per request: auth -> body size -> JSON -> schema -> model -> output cap ->
 admission -> relay from the model's LLMServer -> release. Every failure is an
-OpenAI-shaped error with the status an OpenAI client expects.
+OpenAI-shaped error with the status an OpenAI client expects. Every answer says in
+`Server-Timing` how long admission took and how long the router took to its head
+(for a stream: to its first chunk), so a slow answer shows where its time went.
 """
 
 from __future__ import annotations
@@ -123,6 +125,14 @@ def replica_unavailable(error: ReplicaUnavailable) -> ApiError:
     return ApiError(503, str(error), code="replica_unavailable", headers={"Retry-After": retry_after_header(1)})
 
 
+def server_timing(state: Any, received_at: float) -> str:
+    """The Server-Timing header (W3C), in milliseconds: `admission` when the request
+    reached it, and `router` from the request's arrival to its response's head."""
+    router = f"router;dur={(time.perf_counter() - received_at) * 1000:.2f}"
+    admission_s = getattr(state, "admission_s", None)
+    return router if admission_s is None else f"admission;dur={admission_s * 1000:.2f}, {router}"
+
+
 def priority_class(request: Request, config: AppConfig) -> str | None:
     requested = request.headers.get(PRIORITY_HEADER)
     if requested is not None and requested not in config.admission.classes:
@@ -138,12 +148,15 @@ class OpenAIEndpoint:
         self._state, self._endpoint = state, endpoint
 
     async def handle(self, request: Request) -> Response:
+        received_at = time.perf_counter()
         try:
-            return await self._serve(request)
+            response = await self._serve(request)
         except ApiError as error:
-            return error.response()
+            response = error.response()
         except ClientDisconnect:
             return Response(status_code=499)
+        response.headers["Server-Timing"] = server_timing(request.state, received_at)
+        return response
 
     async def _serve(self, request: Request) -> Response:
         state = self._state
@@ -162,7 +175,9 @@ class OpenAIEndpoint:
         prompt_tokens = math.ceil(parsed.prompt_chars() / 4)
         ticket = Ticket(model.name, tenant, request.state.request_id, prompt_tokens, body["max_tokens"],
                         priority_class(request, state.config), parsed.sequences())
+        asked_at = time.perf_counter()
         decision = await state.gate.admit(ticket)
+        request.state.admission_s = time.perf_counter() - asked_at
         if not decision.admitted:
             raise refusal(decision)
         reply_to = state.inboxes.address if state.inboxes and parsed.stream else None

@@ -161,3 +161,27 @@ def test_the_priority_header_names_a_class_or_is_refused():
     assert refused.status_code == 400
     assert refused.json()["error"]["code"] == "invalid_priority_class"
     assert refused.json()["error"]["param"] == PRIORITY_HEADER
+
+
+def server_timing(response) -> dict[str, float]:
+    metrics = (part.strip().split(";dur=") for part in response.headers["server-timing"].split(","))
+    return {name: float(milliseconds) for name, milliseconds in metrics}
+
+
+def test_a_refusal_says_in_server_timing_how_long_admission_and_the_router_took():
+    http, _ = client(Decision(Outcome.OVERLOADED, retry_after_s=1, message="busy", limits=LIMITS))
+    timing = server_timing(http.post("/v1/chat/completions", json=CHAT))
+    assert set(timing) == {"admission", "router"}
+    assert 0 <= timing["admission"] <= timing["router"]
+
+
+def test_an_admitted_answer_says_it_too():
+    http, _ = client(Decision(Outcome.ADMITTED, lease_id="lease-1", limits=LIMITS))
+    response = http.post("/v1/chat/completions", json=CHAT)
+    assert response.status_code == 200 and set(server_timing(response)) == {"admission", "router"}
+
+
+def test_a_request_turned_away_before_admission_has_only_the_router_time():
+    http, _ = client(Decision(Outcome.ADMITTED, lease_id="lease-1", limits=LIMITS))
+    response = http.post("/v1/chat/completions", json={"model": "m"})
+    assert response.status_code == 400 and set(server_timing(response)) == {"router"}
