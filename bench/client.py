@@ -67,6 +67,8 @@ class RequestResult:
     or "bad-response"."""
     error: str | None = None
     retry_after: str | None = None
+    router_s: float | None = None
+    """A refusal's time in the router, as its `Server-Timing` header says (our app's only)."""
 
     @property
     def ok(self) -> bool:
@@ -174,6 +176,18 @@ def _record_refusal(result: RequestResult, response: aiohttp.ClientResponse, tex
     result.failure = str(response.status)
     result.error = text[:ERROR_BODY_CHARS]
     result.retry_after = response.headers.get("retry-after")
+    result.router_s = timed_metric(response.headers.get("server-timing"), "router")
+
+
+def timed_metric(header: str | None, name: str) -> float | None:
+    """Seconds of the metric `name` in a Server-Timing header (`name;dur=<ms>, ...`)."""
+    for metric in (header or "").split(","):
+        label, *params = (part.strip() for part in metric.split(";"))
+        durations = [param.removeprefix("dur=") for param in params if param.startswith("dur=")]
+        if label == name and durations:
+            with contextlib.suppress(ValueError):
+                return float(durations[0]) / 1000
+    return None
 
 
 async def run_load(client: aiohttp.ClientSession, endpoint: Endpoint, specs: Sequence[RequestSpec],

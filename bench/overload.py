@@ -165,6 +165,8 @@ class Point:
     """Refusal p99 less the load generator's own stalls while each was in flight (`LoopLag`)."""
     client_stall_s: float | None = None
     """Seconds the load generator's event loop was held up during the point."""
+    refusal_router_p99_s: float | None = None
+    """Refusal p99 inside the router, from its `Server-Timing`: the rest is the way there and back."""
 
 
 def point(label: str, rate: float, results: list[RequestResult], summary: Any, slo: Slo) -> Point:
@@ -180,9 +182,11 @@ def point(label: str, rate: float, results: list[RequestResult], summary: Any, s
     # Goodput over the time requests were sent, not until the last backlog drained.
     sent_for_s = max(r.start_s for r in results) + 1.0 / rate
     goodput = sum(meets(r, slo) for r in results) / sent_for_s
+    in_router = [r.router_s for r in refusals if r.router_s is not None]
     return Point(label, rate, len(results), summary.succeeded, goodput, summary.ttft_s.p50,
                  summary.ttft_s.p99, refused, percentile(times, 50), percentile(times, 99), others,
-                 refused_codes=dict(Counter(_code(r.error) for r in refusals)))
+                 refused_codes=dict(Counter(_code(r.error) for r in refusals)),
+                 refusal_router_p99_s=percentile(in_router, 99))
 
 
 def client_share(lag: LoopLag, started_at: float, results: list[RequestResult]) -> tuple[float | None, float]:
@@ -534,15 +538,16 @@ def _ms(seconds: float | None) -> str:
 
 def points_table(points: list[dict[str, Any]]) -> list[str]:
     lines = ["| run | offered req/s | sent | ok | goodput req/s | TTFT p50 / p99 ms (admitted) "
-             "| refused (code: n) | refusal p50 / p99 ms | refusal p99 net of client stalls ms "
-             "| client stalls s | other failures | load avg |",
-             "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|"]
+             "| refused (code: n) | refusal p50 / p99 ms | refusal p99 in the router ms "
+             "| refusal p99 net of client stalls ms | client stalls s | other failures | load avg |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|"]
     for p in points:
         refused = ", ".join(f"{k}: {v}" for k, v in (p.get("refused_codes") or p["refused"]).items()) or "-"
         others = ", ".join(f"{k}: {v}" for k, v in p["other_failures"].items()) or "-"
         lines.append(f"| {p['label']} | {p['rate']:.1f} | {p['sent']} | {p['ok']} | {p['goodput_rps']:.2f} "
                      f"| {_ms(p['admitted_ttft_p50_s'])} / {_ms(p['admitted_ttft_p99_s'])} | {refused} "
-                     f"| {_ms(p['refusal_p50_s'])} / {_ms(p['refusal_p99_s'])} | {_ms(p.get('refusal_p99_net_s'))} "
+                     f"| {_ms(p['refusal_p50_s'])} / {_ms(p['refusal_p99_s'])} "
+                     f"| {_ms(p.get('refusal_router_p99_s'))} | {_ms(p.get('refusal_p99_net_s'))} "
                      f"| {p.get('client_stall_s', '-')} | {others} "
                      f"| {p.get('load_average') or '-'} |")
     return lines

@@ -7,7 +7,7 @@ from bench_fake_openai import FIRST_TOKEN_DELAY_S, PROMPT_TOKENS, TOKEN_DELAY_S,
 
 from bench.__main__ import main
 from bench.arrivals import ClosedLoop, OpenLoop
-from bench.client import Endpoint, make_client, run_load, send
+from bench.client import Endpoint, make_client, run_load, send, timed_metric
 from bench.launcher import free_port
 from bench.measure import measure
 from bench.stats import summarise
@@ -138,3 +138,19 @@ def test_the_load_command_prints_a_table(url, capsys, tmp_path):
     assert "| c=2 |" in table
     assert (tmp_path / "results.json").exists() and (tmp_path / "latency.png").exists()
     assert len((tmp_path / "requests.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("admission;dur=0.31, router;dur=0.52", 0.00052),
+    ('router;desc="to the head";dur=12', 0.012),
+    ("admission;dur=0.31", None),
+    ("router", None),
+    ("router;dur=soon", None),
+    (None, None),
+])
+def test_the_router_time_is_read_from_server_timing(header, seconds):
+    found = timed_metric(header, "router")
+    if seconds is None:
+        assert found is None
+    else:
+        assert found == pytest.approx(seconds)

@@ -39,6 +39,15 @@ def test_a_point_counts_goodput_over_the_sending_window_and_times_refusals_apart
     assert 0.01 <= found.refusal_p50_s <= 0.03 and found.refusal_p99_s <= 0.03
 
 
+def test_a_point_says_how_long_its_refusals_took_inside_the_router():
+    results = [refused(0.1 * n, 503, 0.05) for n in range(10)]
+    for n, result in enumerate(results):
+        result.router_s = 0.001 * (n + 1)
+    results.append(refused(2.0, 503, 0.02))  # from a system that sends no Server-Timing
+    found = point("on 4x", 2.0, results, summarise(results, wall_s=3.0, slo=SLO), SLO)
+    assert 0.009 <= found.refusal_router_p99_s <= 0.010 and found.refusal_p99_s == pytest.approx(0.05, abs=1e-3)
+
+
 def test_admission_on_and_off_differ_only_in_admission_enabled():
     engine = simulated_engine()
     on, off = app_config(engine, True), app_config(engine, False)
