@@ -40,6 +40,10 @@ def loopback_ray() -> Iterator[Path]:
         # others' apps. Ours gets ports of its own.
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
+        # Ray waits 30 s for its GCS to write the port it bound (120 s with a disk-backed GCS).
+        # A fresh `make test` once hit the 30 s as a test module's cluster started right after
+        # the previous module's had shut down, on 2 busy cores.
+        "RAY_gcs_server_port_wait_time_s": "120",
     }
     saved = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
@@ -80,7 +84,11 @@ def local_cluster(gpu_nodes: int = 2, gpus_per_node: int = 8, cpus_per_node: flo
                 "include_dashboard": dashboard_port is not None}
         if dashboard_port is not None:
             head |= {"dashboard_port": dashboard_port, "dashboard_host": "127.0.0.1"}
-        cluster = Cluster(initialize_head=True, head_node_args=head)
+        try:
+            cluster = Cluster(initialize_head=True, head_node_args=head)
+        except RuntimeError:
+            print(gcs_log_tails(temp), flush=True)  # the GCS's own account, before the temp dir goes
+            raise
         try:
             local = LocalCluster(cluster.address, temp, {cluster.head_node.node_id: "head"})
             for index in range(gpu_nodes):
@@ -91,6 +99,15 @@ def local_cluster(gpu_nodes: int = 2, gpus_per_node: int = 8, cpus_per_node: flo
             yield local
         finally:
             _shutdown(cluster)
+
+
+def gcs_log_tails(temp: Path, lines: int = 20) -> str:
+    """The last lines of every GCS log the cluster's sessions wrote."""
+    tails = []
+    for log in sorted(temp.glob("ray/session_*/logs/gcs_server.*")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        tails.append(f"--- {log.name}\n" + "\n".join(tail))
+    return "\n".join(tails) or f"no GCS log under {temp}"
 
 
 def _shutdown(cluster: Any) -> None:
