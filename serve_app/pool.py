@@ -105,17 +105,21 @@ class ModelPool:
         # would let a crowd of requests in as if sequences were free.
         charge = waiter.charge_in(budget)
         room = budget.tokens - self.in_flight
-        active = self._active(budget, now)
         if not budget.tokens or charge > room + 1e-6:
-            shortfall = Fit.NO_ROOM
-        elif charge + self._unheld(self._kept_for_others(waiter, budget, now, active)) <= room + 1e-6:
+            return self._burst_or(Fit.NO_ROOM, waiter, budget, now)
+        active = self._active(budget, now)
+        if charge + self._unheld(self._kept_for_others(waiter, budget, now, active)) <= room + 1e-6:
             return Fit.FITS
-        else:
-            shortfall = Fit.OVER_SHARE
-        if charge <= budget.burst_tokens - self.burst_in_flight + 1e-6 \
-                and self._granted_below_share(waiter, now, active):
-            return Fit.BURST
-        return shortfall
+        return self._burst_or(Fit.OVER_SHARE, waiter, budget, now, active)
+
+    def _burst_or(self, shortfall: Fit, waiter: Waiter, budget: Budget, now: float,
+                  active: dict[str, float] | None = None) -> Fit:
+        """BURST if the request fits the burst room and its tenant was granted below its share,
+        else `shortfall`. The active tenants are looked up only when the burst room could take it."""
+        if waiter.charge_in(budget) > budget.burst_tokens - self.burst_in_flight + 1e-6:
+            return shortfall
+        active = self._active(budget, now) if active is None else active
+        return Fit.BURST if self._granted_below_share(waiter, now, active) else shortfall
 
     def _granted_below_share(self, waiter: Waiter, now: float, active: dict[str, float]) -> bool:
         """Whether the tenant was lately granted less than its weighted share of all that was
