@@ -35,6 +35,7 @@ from bench.client import Endpoint, RequestResult
 from bench.launcher import Running, launch, stop, wait_first_completion
 from bench.loop_lag import LoopLag
 from bench.measure import append_requests, measure, warm_up
+from bench.realtime import PRIORITY, realtime
 from bench.stats import Slo, meets, percentile, summarise
 from bench.systems import LOCAL_CONFIG, App, EngineSettings, Model
 from bench.workload import fixed_lengths
@@ -504,6 +505,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--settle-timeout", type=float, default=120.0)
     parser.add_argument("--ingress", choices=["haproxy", "proxy"], default="haproxy",
                         help="proxy avoids clashing with another Ray's HAProxy on this machine")
+    parser.add_argument("--client-realtime", action="store_true",
+                        help="run the load generator under SCHED_FIFO, so the servers sharing its "
+                             "cores cannot hold up its reading of their answers (needs CAP_SYS_NICE)")
     parser.add_argument("--out", type=Path, default=None, help="default bench/out/admission-<stamp>")
 
 
@@ -520,12 +524,16 @@ def command(args: argparse.Namespace) -> None:
         if args.engine_cores:
             keep_off_engine_cores(args.engine_cores)
     engine = with_burst_slots(engine, args.burst_slots)
-    if {"overload", "fairness"} & set(args.runs):
-        results["admission"] = run_admission(engine, args, out)
-    if "overhead" in args.runs:
-        results["overhead"] = run_overhead(args, out)
-    if "calls" in args.runs:
-        results["calls"] = run_calls(args)
+    with realtime(PRIORITY if args.client_realtime else None) as client_realtime:
+        results["client_realtime"] = client_realtime
+        if args.client_realtime and not client_realtime:
+            say("--client-realtime: the kernel refused SCHED_FIFO; the load generator runs as before")
+        if {"overload", "fairness"} & set(args.runs):
+            results["admission"] = run_admission(engine, args, out)
+        if "overhead" in args.runs:
+            results["overhead"] = run_overhead(args, out)
+        if "calls" in args.runs:
+            results["calls"] = run_calls(args)
     (out / "admission.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "admission.md").write_text(markdown(results))
     print(markdown(results))
@@ -555,7 +563,8 @@ def points_table(points: list[dict[str, Any]]) -> list[str]:
 
 def markdown(results: dict[str, Any]) -> str:
     """The runs as tables, for bench/RESULTS-admission.md."""
-    lines = [f"Run {results['created']}, commit {results['commit']}.", ""]
+    client = "under SCHED_FIFO" if results.get("client_realtime") else "at the normal policy"
+    lines = [f"Run {results['created']}, commit {results['commit']}; load generator {client}.", ""]
     found = results.get("admission")
     if found:
         lines += [f"Engine: {found['engine']}; {found['input_tokens']} prompt + {found['output_tokens']} output "

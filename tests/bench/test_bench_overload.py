@@ -70,6 +70,11 @@ def test_results_render_as_tables():
     assert "commit abc" in text and "| on 1x | 2.0 | 2 | 1 |" in text and "?: 1" in text
 
 
+def test_results_say_whether_the_load_generator_ran_under_a_real_time_policy():
+    assert "load generator under SCHED_FIFO" in markdown({"created": "now", "commit": "abc", "client_realtime": True})
+    assert "load generator at the normal policy" in markdown({"created": "now", "commit": "abc"})
+
+
 def test_engine_args_from_the_command_line_override_the_shared_settings():
     engine = vllm_engine("models/tiny-llama", 8, 64, 3.0,
                          engine_args=dict([engine_arg("max_num_batched_tokens=256"), engine_arg("max-num-seqs=4")]))
